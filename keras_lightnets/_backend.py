@@ -1,0 +1,73 @@
+"""The one place that chooses between Keras 3 (``keras``) and ``tf_keras``.
+
+Every builder in the package asks this module for its Keras namespace instead of
+importing ``keras`` directly. The default flavour is Keras 3; inside
+``with use_flavour("tf_keras"):`` the very same builder code produces a tf_keras
+model (what TFMOT needs). ``keras_lightnets.legacy`` is a thin wrapper over this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+from collections.abc import Iterator
+from types import ModuleType
+
+FLAVOURS = ("keras", "tf_keras")
+
+_current = contextvars.ContextVar("keras_lightnets_flavour", default="keras")
+
+
+def current_flavour() -> str:
+    """Return the active flavour: ``"keras"`` (Keras 3) or ``"tf_keras"``."""
+    return _current.get()
+
+
+def check_flavour(flavour: str) -> str:
+    """Return ``flavour`` if it is known, else raise a ``ValueError`` naming the choices."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"`flavour` must be one of {FLAVOURS}; received flavour={flavour!r}")
+    return flavour
+
+
+@contextlib.contextmanager
+def use_flavour(flavour: str) -> Iterator[None]:
+    """Build models with ``flavour`` ("keras" or "tf_keras") inside the block."""
+    token = _current.set(check_flavour(flavour))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def keras_module(flavour: str | None = None) -> ModuleType:
+    """The ``keras`` or ``tf_keras`` module for ``flavour`` (default: the active one)."""
+    return importlib.import_module(check_flavour(flavour or current_flavour()))
+
+
+def flavour_of(obj: object) -> str:
+    """Which flavour a model, layer or Keras tensor belongs to.
+
+    Raises ``TypeError`` when ``obj`` is neither a Keras 3 nor a tf_keras object.
+    """
+    for cls in type(obj).__mro__:
+        root = cls.__module__.split(".", 1)[0]
+        if root == "tf_keras":
+            return "tf_keras"
+        if root == "keras":
+            return "keras"
+    raise TypeError(f"expected a Keras 3 or tf_keras object; received {type(obj).__name__}")
+
+
+def is_keras_tensor(obj: object, flavour: str | None = None) -> bool:
+    """True when ``obj`` is a symbolic tensor of the given flavour's Functional API."""
+    try:
+        return bool(keras_module(flavour).backend.is_keras_tensor(obj))
+    except ValueError:
+        return False
+
+
+def source_inputs(tensor: object) -> list:
+    """The ``Input`` tensors that ``tensor`` was computed from (active flavour)."""
+    return keras_module().utils.get_source_inputs(tensor)

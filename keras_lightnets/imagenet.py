@@ -1,0 +1,105 @@
+"""ImageNet input preprocessing and prediction decoding (keras.applications semantics).
+
+Inputs are channels-last arrays or tensors of RGB pixels in ``[0, 255]``. The
+ImageNet class index ships with the package (``data/imagenet_class_index.json``),
+so ``decode_predictions`` works offline.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODES = ("tf", "torch", "none")
+
+
+def _as_float(x):
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float32, copy=False) if not np.issubdtype(x.dtype, np.floating) else x
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    return tf.cast(x, tf.float32) if not x.dtype.is_floating else x
+
+
+def _check_data_format(data_format) -> None:
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"only data_format='channels_last' (or None) is supported; received {data_format!r}")
+
+
+def preprocess_input(x, data_format=None, mode: str = "tf"):
+    """Scale RGB pixels in ``[0, 255]``: ``mode="tf"`` to ``[-1, 1]``; ``"torch"`` to
+    ``(x / 255 - mean) / std`` with ImageNet mean/std; ``"none"`` returns ``x``.
+
+    NumPy float input is modified in place (like keras.applications); integer
+    input is converted to float32 first.
+    """
+    _check_data_format(data_format)
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}; received mode={mode!r}")
+    if mode == "none":
+        return x
+    x = _as_float(x)
+    if mode == "tf":
+        if isinstance(x, np.ndarray):
+            x /= 127.5
+            x -= 1.0
+            return x
+        return x / 127.5 - 1.0
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    if isinstance(x, np.ndarray):
+        x /= 255.0
+        x -= mean
+        x /= std
+        return x
+    return (x / 255.0 - mean) / std
+
+
+def preprocess_tf(x, data_format=None):
+    """Scale pixels from ``[0, 255]`` to ``[-1, 1]`` (MobileNet V1/V2, NASNet)."""
+    return preprocess_input(x, data_format, mode="tf")
+
+
+def preprocess_torch(x, data_format=None):
+    """``(x / 255 - mean) / std`` with ImageNet statistics (torchvision-trained models)."""
+    return preprocess_input(x, data_format, mode="torch")
+
+
+def preprocess_none(x, data_format=None):
+    """Return ``x`` unchanged: the model rescales its ``[0, 255]`` input itself."""
+    _check_data_format(data_format)
+    return x
+
+
+@functools.cache
+def class_index() -> dict[int, tuple[str, str]]:
+    """``{class id: (WordNet id, name)}`` for the 1000 ImageNet-1k classes."""
+    path = importlib.resources.files("keras_lightnets") / "data" / "imagenet_class_index.json"
+    with path.open(encoding="utf8") as f:
+        raw = json.load(f)
+    return {int(k): (v[0], v[1]) for k, v in raw.items()}
+
+
+def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]]:
+    """Decode ``(samples, 1000)`` ImageNet scores into, per sample, the ``top`` best
+    ``(wordnet_id, class_name, score)`` tuples, best first."""
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError(
+            "`decode_predictions` expects a batch of ImageNet predictions of shape "
+            f"(samples, 1000); received shape {preds.shape}"
+        )
+    if not isinstance(top, int) or not 1 <= top <= 1000:
+        raise ValueError(f"`top` must be an int in 1..1000; received top={top!r}")
+    index = class_index()
+    results = []
+    for row in preds:
+        best = np.argsort(row)[::-1][:top]
+        results.append([(*index[int(i)], float(row[i])) for i in best])
+    return results

@@ -1,0 +1,192 @@
+"""The package's custom layers: the only place where custom ops live.
+
+Every operation a model needs that Keras has no layer for is a small, weightless,
+serializable layer here, so that a graph never holds raw tensor arithmetic or a
+``Lambda`` (models load under ``safe_mode=True``, and TFMOT sees every op):
+
+=================  ===========================================================
+``HardSigmoid``    ``relu6(x + 3) / 6`` (the Keras 3 definition)
+``HardSwish``      ``x * relu6(x + 3) / 6``
+``Rescale``        ``x * scale + offset`` (in-model input preprocessing)
+``ChannelShuffle`` channels ``(g, c/g)`` -> ``(c/g, g)`` (ShuffleNet)
+``ChannelSplit``   equal split of the channel axis into ``groups`` tensors
+=================  ===========================================================
+
+All layers take and return channels-last tensors ``(batch, height, width, channels)``
+and keep the shape (``ChannelSplit`` returns ``groups`` tensors of
+``channels / groups`` channels each).
+
+The same class body is defined once per Keras flavour (Keras 3 and tf_keras have
+separate ``Layer`` base classes and separate serialization registries): use
+``get_layer_class(name)`` or ``custom_objects()``. The Keras 3 classes are also
+module attributes (``keras_lightnets.layers.HardSwish``); the tf_keras ones are on
+``keras_lightnets.legacy``. Both register under the package name
+``keras_lightnets``, e.g. ``"keras_lightnets>HardSwish"``.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+from keras_lightnets import _backend
+
+PACKAGE = "keras_lightnets"
+LAYER_NAMES = ("HardSigmoid", "HardSwish", "Rescale", "ChannelShuffle", "ChannelSplit")
+
+
+def _tensor_ops(flavour: str) -> SimpleNamespace:
+    """Backend ops used inside ``call``: Keras 3 ``keras.ops`` or TensorFlow for tf_keras."""
+    if flavour == "keras":
+        from keras import ops
+
+        return SimpleNamespace(
+            relu6=ops.relu6, reshape=ops.reshape, transpose=ops.transpose,
+            shape=ops.shape, split=ops.split,
+        )
+    import tensorflow as tf
+
+    return SimpleNamespace(
+        relu6=tf.nn.relu6, reshape=tf.reshape, transpose=tf.transpose,
+        shape=tf.shape, split=tf.split,
+    )
+
+
+@functools.cache
+def _define(flavour: str) -> dict[str, type]:
+    """Define and register the custom layer classes for one Keras flavour."""
+    keras = _backend.keras_module(flavour)
+    ops = _tensor_ops(flavour)
+    register = functools.partial(keras.saving.register_keras_serializable, package=PACKAGE)
+    Layer = keras.layers.Layer
+
+    class _Elementwise(Layer):
+        """Base for weightless shape-preserving layers (nothing to prune)."""
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_prunable_weights(self) -> list:
+            return []
+
+    @register()
+    class HardSigmoid(_Elementwise):
+        """``relu6(x + 3) / 6``, elementwise; any shape in, same shape out."""
+
+        def call(self, inputs):
+            return ops.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    @register()
+    class HardSwish(_Elementwise):
+        """``x * relu6(x + 3) / 6``, elementwise; any shape in, same shape out."""
+
+        def call(self, inputs):
+            return inputs * (ops.relu6(inputs + 3.0) * (1.0 / 6.0))
+
+    @register()
+    class Rescale(_Elementwise):
+        """``x * scale + offset`` with constant Python floats (no weights).
+
+        Used for in-model preprocessing, e.g. ``scale=1/127.5, offset=-1`` maps
+        pixels in ``[0, 255]`` to ``[-1, 1]``.
+        """
+
+        def __init__(self, scale: float, offset: float = 0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.scale = float(scale)
+            self.offset = float(offset)
+
+        def call(self, inputs):
+            return inputs * self.scale + self.offset
+
+        def get_config(self):
+            return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+    def _check_groups(layer_name: str, groups: int) -> int:
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(f"{layer_name}: `groups` must be a positive int; received groups={groups!r}")
+        return groups
+
+    def _check_channels(layer_name: str, input_shape, groups: int) -> int:
+        channels = input_shape[-1]
+        if len(input_shape) != 4 or channels is None or channels % groups:
+            raise ValueError(
+                f"{layer_name} expects (batch, height, width, channels) with channels divisible "
+                f"by groups={groups}; received input shape {tuple(input_shape)}"
+            )
+        return channels
+
+    @register()
+    class ChannelShuffle(_Elementwise):
+        """Shuffle channels across ``groups``: channel ``g * (C/groups) + k`` moves to
+        ``k * groups + g`` (torchvision's ``channel_shuffle``), on ``(N, H, W, C)``."""
+
+        def __init__(self, groups: int = 2, **kwargs):
+            super().__init__(**kwargs)
+            self.groups = _check_groups("ChannelShuffle", groups)
+
+        def build(self, input_shape):
+            _check_channels("ChannelShuffle", input_shape, self.groups)
+            super().build(input_shape)
+
+        def call(self, inputs):
+            shape = ops.shape(inputs)
+            channels = inputs.shape[-1]
+            x = ops.reshape(inputs, (-1, shape[1], shape[2], self.groups, channels // self.groups))
+            x = ops.transpose(x, (0, 1, 2, 4, 3))
+            return ops.reshape(x, (-1, shape[1], shape[2], channels))
+
+        def get_config(self):
+            return {**super().get_config(), "groups": self.groups}
+
+    @register()
+    class ChannelSplit(Layer):
+        """Split ``(N, H, W, C)`` into ``groups`` tensors of ``(N, H, W, C/groups)``."""
+
+        def __init__(self, groups: int = 2, **kwargs):
+            super().__init__(**kwargs)
+            self.groups = _check_groups("ChannelSplit", groups)
+
+        def build(self, input_shape):
+            _check_channels("ChannelSplit", input_shape, self.groups)
+            super().build(input_shape)
+
+        def call(self, inputs):
+            return list(ops.split(inputs, self.groups, axis=-1))
+
+        def compute_output_shape(self, input_shape):
+            channels = _check_channels("ChannelSplit", input_shape, self.groups)
+            part = (*tuple(input_shape)[:-1], channels // self.groups)
+            return [part] * self.groups
+
+        def get_prunable_weights(self) -> list:
+            return []
+
+        def get_config(self):
+            return {**super().get_config(), "groups": self.groups}
+
+    classes = {
+        "HardSigmoid": HardSigmoid, "HardSwish": HardSwish, "Rescale": Rescale,
+        "ChannelShuffle": ChannelShuffle, "ChannelSplit": ChannelSplit,
+    }
+    for cls in classes.values():
+        cls.__module__ = __name__ if flavour == "keras" else "keras_lightnets.legacy"
+    return classes
+
+
+def get_layer_class(name: str, flavour: str | None = None) -> type:
+    """The custom layer class ``name`` for ``flavour`` (default: the active flavour)."""
+    if name not in LAYER_NAMES:
+        raise ValueError(f"unknown layer {name!r}; allowed values: {', '.join(LAYER_NAMES)}")
+    return _define(_backend.check_flavour(flavour or _backend.current_flavour()))[name]
+
+
+def custom_objects(flavour: str | None = None) -> dict[str, type]:
+    """``{class name: class}`` for every custom layer of ``flavour``, for ``custom_objects=``."""
+    return dict(_define(_backend.check_flavour(flavour or _backend.current_flavour())))
+
+
+def __getattr__(name: str) -> type:
+    if name in LAYER_NAMES:
+        return get_layer_class(name, "keras")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,62 @@
+"""The steps every family builder shares: argument checks, input, model, weights."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+from keras_lightnets import _backend, utils
+from keras_lightnets.weights import apply_weights
+
+
+def prepare_input(
+    *, input_shape, input_tensor, weights, include_top: bool, classes, pooling,
+    classifier_activation, default_size: int = 224, pretrained_sizes: Sequence[int] = (),
+    min_size: int = 32, require_flatten: bool | None = None,
+):
+    """Validate the common builder arguments and create the input.
+
+    Returns ``(image, inputs, input_shape)``: the tensor to build on, the model's
+    inputs (the source ``Input`` of ``input_tensor`` when one is given) and the
+    checked ``(height, width, channels)``. A square input whose side is one of
+    ``pretrained_sizes`` becomes the default size (weights exist for it).
+    ``require_flatten`` (default: ``include_top``) demands a static input size.
+    """
+    utils.check_common(
+        weights=weights, include_top=include_top, classes=classes, pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
+    input_shape = utils.shape_from_tensor(input_shape, input_tensor)
+    if input_shape is not None and len(input_shape) == 3:
+        rows, cols = input_shape[0], input_shape[1]
+        if rows == cols and rows in pretrained_sizes:
+            default_size = rows
+    input_shape = utils.obtain_input_shape(
+        input_shape, default_size=default_size, min_size=min_size,
+        require_flatten=include_top if require_flatten is None else require_flatten,
+        weights=weights,
+    )
+    image, inputs = utils.model_input(input_shape, input_tensor)
+    return image, inputs, input_shape
+
+
+def pretrained_size(input_shape, weights, sizes: Sequence[int], default: int = 224) -> int:
+    """The input size whose ImageNet weights to load (warns when none fits exactly)."""
+    rows, cols = input_shape[0], input_shape[1]
+    if rows == cols and rows in sizes:
+        return rows
+    if weights == "imagenet":
+        warnings.warn(
+            f"input_shape={input_shape} is undefined, non-square or not one of {list(sizes)}; "
+            f"loading the weights trained at {default}x{default}.",
+            stacklevel=3,
+        )
+    return default
+
+
+def finish_model(inputs, outputs, *, name: str, weights, imagenet_file: Callable[[], str] | None):
+    """Create the Functional model and load ``weights`` into it."""
+    keras = _backend.keras_module()
+    model = keras.Model(inputs, outputs, name=name)
+    apply_weights(model, weights, imagenet_file=imagenet_file)
+    return model

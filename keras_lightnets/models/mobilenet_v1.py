@@ -1,0 +1,133 @@
+"""MobileNet (V1): depthwise-separable convolutions (Howard et al., 2017).
+
+Layer names, padding and weight shapes are those of ``keras.applications.MobileNet``,
+so its ImageNet ``.h5`` files load as they are.
+"""
+
+from __future__ import annotations
+
+from keras_lightnets import _backend, features, imagenet
+from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool
+from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
+from keras_lightnets.registry import register_model
+from keras_lightnets.utils import check_alpha, check_choice
+
+PAPER = "https://arxiv.org/abs/1704.04861"
+PRETRAINED_ALPHAS = (0.25, 0.5, 0.75, 1.0)
+PRETRAINED_SIZES = (128, 160, 192, 224)
+BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+
+# (pointwise filters at alpha=1, depthwise stride) of the 13 separable blocks.
+BLOCKS = (
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+)
+_BN = BatchNorm(epsilon=1e-3, momentum=0.99)
+
+
+def imagenet_file_name(alpha: float, rows: int, include_top: bool) -> str:
+    """keras.applications' file name of the ImageNet weights for ``alpha`` at ``rows`` pixels."""
+    alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
+    return f"mobilenet_{alpha_text}_{rows}_tf{'' if include_top else '_no_top'}.h5"
+
+
+def _separable_block(x, filters: int, stride: int, depth_multiplier: int, block_id: int):
+    layers = _backend.keras_module().layers
+    if stride == 2:
+        x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{block_id}")(x)
+    x = layers.DepthwiseConv2D(
+        3, strides=stride, padding="same" if stride == 1 else "valid",
+        depth_multiplier=depth_multiplier, use_bias=False, name=f"conv_dw_{block_id}",
+    )(x)
+    x = _BN(x, f"conv_dw_{block_id}_bn")
+    x = activation(x, "relu6", f"conv_dw_{block_id}_relu")
+    return conv_bn(x, filters, 1, name=f"conv_pw_{block_id}", bn=_BN, act="relu6",
+                   act_name=f"conv_pw_{block_id}_relu")
+
+
+def MobileNet(
+    input_shape=None,
+    alpha=1.0,
+    depth_multiplier=1,
+    dropout=1e-3,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+):
+    """Instantiates the MobileNet (V1) architecture.
+
+    Reference: [MobileNets: Efficient Convolutional Neural Networks for Mobile
+    Vision Applications](https://arxiv.org/abs/1704.04861).
+
+    Same signature, defaults and layer names as ``keras.applications.MobileNet``.
+    Inputs are ``(batch, height, width, 3)`` float pixels scaled to ``[-1, 1]``
+    (``keras_lightnets.models.mobilenet_v1.preprocess_input``).
+
+    Args:
+        input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
+            ``(224, 224, 3)`` with the top, ``(None, None, 3)`` without.
+        alpha: width multiplier; ImageNet weights exist for 0.25, 0.5, 0.75, 1.0.
+        depth_multiplier: depthwise channel multiplier (1 for ImageNet weights).
+        dropout: dropout rate before the classifier.
+        include_top: whether to include the 1x1-conv classifier.
+        weights: ``None``, ``"imagenet"`` (128/160/192/224 inputs) or a weights file.
+        input_tensor: optional Keras tensor to build the model on.
+        pooling: ``None``, ``"avg"`` or ``"max"`` global pooling without the top.
+        classes: number of classes of the top (1000 with ImageNet weights).
+        classifier_activation: activation of the top (``None`` for logits).
+        name: model name (default ``mobilenet_{alpha:.2f}_{rows}``).
+
+    Returns:
+        A Keras model (tf_keras inside ``keras_lightnets.legacy``).
+    """
+    check_alpha(alpha, weights=weights, pretrained=PRETRAINED_ALPHAS)
+    if not isinstance(depth_multiplier, int) or isinstance(depth_multiplier, bool) or depth_multiplier < 1:
+        raise ValueError(f"`depth_multiplier` must be a positive int; received depth_multiplier={depth_multiplier!r}")
+    if weights == "imagenet":
+        check_choice("depth_multiplier", depth_multiplier, (1,))
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1); received dropout={dropout!r}")
+    image, inputs, input_shape = prepare_input(
+        input_shape=input_shape, input_tensor=input_tensor, weights=weights,
+        include_top=include_top, classes=classes, pooling=pooling,
+        classifier_activation=classifier_activation, pretrained_sizes=PRETRAINED_SIZES,
+    )
+    rows = pretrained_size(input_shape, weights, PRETRAINED_SIZES)
+    layers = _backend.keras_module().layers
+
+    x = conv_bn(image, int(32 * alpha), 3, stride=2, pad_mode="same", name="conv1", bn=_BN,
+                act="relu6", act_name="conv1_relu")
+    stride = 2
+    features.mark(x, stride)
+    for block_id, (filters, block_stride) in enumerate(BLOCKS, start=1):
+        x = _separable_block(x, int(filters * alpha), block_stride, depth_multiplier, block_id)
+        stride *= block_stride
+        features.mark(x, stride)
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
+        x = layers.Dropout(dropout, name="dropout")(x)
+        x = layers.Conv2D(classes, 1, padding="same", name="conv_preds")(x)
+        x = layers.Reshape((classes,), name="reshape_2")(x)
+        x = layers.Activation(classifier_activation, name="predictions")(x)
+    else:
+        x = global_pool(x, pooling)
+    return finish_model(
+        inputs, x, name=name or f"mobilenet_{alpha:0.2f}_{rows}", weights=weights,
+        imagenet_file=lambda: imagenet_file_name(alpha, rows, include_top),
+    )
+
+
+preprocess_input = imagenet.preprocess_tf
+decode_predictions = imagenet.decode_predictions
+
+_FACTS = dict(family="mobilenet_v1", input_size=224, preprocessing="tf", paper=PAPER, weights=("imagenet",))
+# Top-1: the paper's Table 6/7 at 224x224.
+register_model("mobilenet_v1_025", MobileNet, {"alpha": 0.25}, params=475_544, macs=41_030_272, top1=50.6, **_FACTS)
+register_model("mobilenet_v1_050", MobileNet, {"alpha": 0.5}, params=1_342_536, macs=149_497_088, top1=63.7, **_FACTS)
+register_model("mobilenet_v1_075", MobileNet, {"alpha": 0.75}, params=2_601_976, macs=325_400_448, top1=68.4, **_FACTS)
+register_model("mobilenet_v1_100", MobileNet, {"alpha": 1.0}, params=4_253_864, macs=568_740_352, top1=70.6, **_FACTS)

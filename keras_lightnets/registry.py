@@ -1,0 +1,172 @@
+"""The model registry: one name per variant, its builder and its facts.
+
+A family module registers each variant with ``register_model``; everything else
+(``list_models``, ``create_model``, the CLI, the tests) reads the registry, so a
+variant is covered everywhere the moment it is registered. Facts that can be
+derived from the built model (parameter count, MACs) are stated here once and
+re-derived by the tests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from keras_lightnets import _backend, features
+
+PREPROCESSING = {
+    "tf": "scale pixels from [0, 255] to [-1, 1] (preprocess_input, mode 'tf')",
+    "in_model": "none: the model rescales [0, 255] pixels itself (include_preprocessing=True)",
+    "torch": "pixels / 255, then minus ImageNet mean / ImageNet std, per channel (mode 'torch')",
+}
+FEATURE_STRIDES = (2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the package knows about one registered variant.
+
+    ``params`` and ``macs`` are for the default input size with the ImageNet
+    classifier (1000 classes); ``macs`` counts multiply-accumulates of
+    convolutions and dense layers (see ``keras_lightnets.macs``).
+    """
+
+    name: str
+    family: str
+    builder: Callable[..., Any]
+    kwargs: MappingProxyType
+    input_size: int
+    preprocessing: str
+    params: int
+    macs: int
+    top1: float | None
+    weights: tuple[str, ...]
+    paper: str
+    notes: str = ""
+    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.input_size, self.input_size, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-data view (for JSON and tables)."""
+        return {
+            "name": self.name, "family": self.family, "builder": self.builder.__name__,
+            "kwargs": dict(self.kwargs), "input_size": self.input_size,
+            "preprocessing": self.preprocessing, "params": self.params, "macs": self.macs,
+            "top1": self.top1, "weights": list(self.weights), "paper": self.paper,
+        }
+
+
+_REGISTRY: dict[str, ModelConfig] = {}
+
+
+def register_model(
+    name: str, builder: Callable[..., Any], kwargs: dict[str, Any] | None = None, *,
+    family: str, input_size: int, preprocessing: str, params: int, macs: int,
+    top1: float | None, weights: Sequence[str] = (), paper: str, notes: str = "",
+) -> ModelConfig:
+    """Register a variant: ``builder(**kwargs)`` builds it."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"`preprocessing` must be one of {sorted(PREPROCESSING)}; received {preprocessing!r}")
+    config = ModelConfig(
+        name=name, family=family, builder=builder, kwargs=MappingProxyType(dict(kwargs or {})),
+        input_size=input_size, preprocessing=preprocessing, params=params, macs=macs,
+        top1=top1, weights=tuple(weights), paper=paper, notes=notes,
+    )
+    _REGISTRY[name] = config
+    return config
+
+
+def _ensure_families_loaded() -> None:
+    from keras_lightnets import models  # noqa: F401  (registers every family)
+
+
+def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
+    """Sorted registered names matching the shell-style ``pattern``.
+
+    With ``pretrained=True`` only variants with ImageNet weights are listed.
+    """
+    _ensure_families_loaded()
+    return sorted(
+        name for name, config in _REGISTRY.items()
+        if fnmatch.fnmatchcase(name, pattern) and (not pretrained or "imagenet" in config.weights)
+    )
+
+
+def model_config(name: str) -> ModelConfig:
+    """The ``ModelConfig`` of a registered variant."""
+    _ensure_families_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = fnmatch.filter(_REGISTRY, f"*{name.split('_')[0]}*") if isinstance(name, str) else []
+        hint = f" Similar: {', '.join(sorted(close)[:8])}." if close else ""
+        raise ValueError(
+            f"unknown model {name!r}; see keras_lightnets.list_models() for the "
+            f"{len(_REGISTRY)} registered names.{hint}"
+        ) from None
+
+
+def create_model(
+    name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None,
+    flavour: str | None = None, **kwargs: Any,
+):
+    """Build the registered variant ``name``; ``kwargs`` override its builder kwargs.
+
+    ``features_only=True`` returns a multi-output model of the feature maps at
+    output strides ``(2, 4, 8, 16, 32)`` (each ``(batch, H/stride, W/stride, C)``);
+    ``out_indices`` picks some of them by position (e.g. ``(2, 3, 4)`` for strides
+    8, 16, 32). The model gets a ``feature_info`` list of
+    ``{"stride", "channels", "layer"}`` dicts. ``flavour`` ("keras" or
+    "tf_keras") overrides the active Keras flavour.
+    """
+    config = model_config(name)
+    arguments = {**config.kwargs, **kwargs}
+    if flavour is not None:
+        with _backend.use_flavour(flavour):
+            return create_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
+    if out_indices is not None and not features_only:
+        raise ValueError("`out_indices` is only used with features_only=True")
+    if not features_only:
+        return config.builder(**arguments)
+    if arguments.get("include_top"):
+        raise ValueError("features_only=True builds the model without its top; do not pass include_top=True")
+    arguments["include_top"] = False
+    arguments["pooling"] = None
+    with features.recording() as recorder:
+        base = config.builder(**arguments)
+    return _feature_model(base, recorder.by_stride, out_indices, name)
+
+
+def _feature_model(base, by_stride: dict[int, Any], out_indices, name: str):
+    strides = [s for s in FEATURE_STRIDES if s in by_stride]
+    if out_indices is None:
+        out_indices = tuple(range(len(strides)))
+    out_indices = tuple(out_indices)
+    bad = [i for i in out_indices if not isinstance(i, int) or not 0 <= i < len(strides)]
+    if bad or not out_indices:
+        raise ValueError(
+            f"`out_indices` must be a non-empty sequence of ints in 0..{len(strides) - 1} "
+            f"(strides {strides}); received out_indices={out_indices!r}"
+        )
+    keras = _backend.keras_module()
+    outputs = [by_stride[strides[i]] for i in out_indices]
+    model = keras.Model(base.inputs, outputs, name=f"{base.name}_features")
+    model.feature_info = [
+        {"stride": strides[i], "channels": int(t.shape[-1]), "layer": _layer_name(t)}
+        for i, t in zip(out_indices, outputs)
+    ]
+    return model
+
+
+def _layer_name(tensor) -> str:
+    history = tensor._keras_history
+    layer = getattr(history, "operation", None) or history.layer
+    return layer.name
