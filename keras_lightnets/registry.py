@@ -161,7 +161,7 @@ def _feature_model(base, by_stride: dict[int, Any], out_indices, name: str):
     model = keras.Model(base.inputs, outputs, name=f"{base.name}_features")
     model.feature_info = [
         {"stride": strides[i], "channels": int(t.shape[-1]), "layer": _layer_name(t)}
-        for i, t in zip(out_indices, outputs)
+        for i, t in zip(out_indices, outputs, strict=True)
     ]
     return model
 

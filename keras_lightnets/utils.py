@@ -200,7 +200,7 @@ def shape_from_tensor(input_shape, input_tensor):
     if input_shape is None:
         return tensor_shape
     input_shape = _check_shape_tuple(input_shape)
-    if any(a is not None and b is not None and a != b for a, b in zip(input_shape, tensor_shape)):
+    if any(a is not None and b is not None and a != b for a, b in zip(input_shape, tensor_shape, strict=True)):
         raise ValueError(
             f"`input_shape`={input_shape} disagrees with `input_tensor` of shape "
             f"{tuple(input_tensor.shape)}; pass one of them, or make them match"
@@ -212,7 +212,7 @@ def model_input(input_shape: tuple, input_tensor):
     """``(image_input, model_inputs)``: the tensor to build on and the model's inputs."""
     keras = _backend.keras_module()
     if input_tensor is None:
-        image = keras.layers.Input(shape=input_shape)
+        image = keras.layers.Input(shape=input_shape, name="input")
         return image, image
     return input_tensor, _backend.source_inputs(input_tensor)
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from keras_lightnets import features, imagenet
 from keras_lightnets.blocks import (
-    BatchNorm, InvertedResidualNames, classifier_or_pooling, conv_bn, inverted_residual,
+    BatchNorm,
+    InvertedResidualNames,
+    classifier_or_pooling,
+    conv_bn,
+    inverted_residual,
 )
 from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model

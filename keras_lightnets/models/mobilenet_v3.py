@@ -203,12 +203,13 @@ decode_predictions = imagenet.decode_predictions
 
 _FACTS = dict(family="mobilenet_v3", input_size=224, preprocessing="in_model", paper=PAPER, weights=("imagenet",))
 # Top-1 at 224x224: the paper's Table 3 (1.0 and 0.75) and the TF-Slim model zoo (minimalistic).
+_MINIMAL = {"alpha": 1.0, "minimalistic": True}
 for _name, _builder, _kwargs, _params, _macs, _top1 in (
     ("mobilenet_v3_small_075", MobileNetV3Small, {"alpha": 0.75}, 2_051_552, 43_399_344, 65.4),
     ("mobilenet_v3_small_100", MobileNetV3Small, {"alpha": 1.0}, 2_554_968, 56_510_400, 67.4),
-    ("mobilenet_v3_small_minimal_100", MobileNetV3Small, {"alpha": 1.0, "minimalistic": True}, 2_056_848, 52_288_448, 61.9),
+    ("mobilenet_v3_small_minimal_100", MobileNetV3Small, _MINIMAL, 2_056_848, 52_288_448, 61.9),
     ("mobilenet_v3_large_075", MobileNetV3Large, {"alpha": 0.75}, 4_012_616, 154_560_624, 73.3),
     ("mobilenet_v3_large_100", MobileNetV3Large, {"alpha": 1.0}, 5_507_432, 216_589_760, 75.2),
-    ("mobilenet_v3_large_minimal_100", MobileNetV3Large, {"alpha": 1.0, "minimalistic": True}, 3_948_688, 209_136_704, 72.3),
+    ("mobilenet_v3_large_minimal_100", MobileNetV3Large, _MINIMAL, 3_948_688, 209_136_704, 72.3),
 ):
     register_model(_name, _builder, _kwargs, params=_params, macs=_macs, top1=_top1, **_FACTS)

@@ -96,7 +96,7 @@ def _pairs(model, arrays: dict[str, list[np.ndarray]], source: str) -> list:
     layers = {layer.name: layer for layer in model.layers if layer.weights}
     if set(layers) == set(arrays) or len(layers) != len(arrays):
         return _pairs_by_name(layers, arrays, model.name, source)
-    return list(zip(layers.values(), arrays))
+    return list(zip(layers.values(), arrays, strict=True))
 
 
 def assign_by_name(model, arrays: dict[str, list[np.ndarray]], source: str = "weights file") -> None:
