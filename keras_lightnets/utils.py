@@ -105,12 +105,13 @@ def check_common(
             f"received classes={classes}. Use include_top=False and add your own classifier."
         )
     check_choice("pooling", pooling, POOLING_CHOICES)
-    if weights is not None and include_top:
-        check_classifier_activation(classifier_activation)
+    if include_top:
+        check_classifier_activation(classifier_activation, pretrained=weights is not None)
 
 
-def check_classifier_activation(classifier_activation) -> None:
-    """With pretrained weights only ``None`` and ``"softmax"`` keep the top's meaning."""
+def check_classifier_activation(classifier_activation, *, pretrained: bool) -> None:
+    """A Keras activation (name or callable); with pretrained weights only ``None`` or
+    ``"softmax"``, which keep the top's meaning."""
     keras = _backend.keras_module()
     try:
         fn = keras.activations.get(classifier_activation)
@@ -119,7 +120,7 @@ def check_classifier_activation(classifier_activation) -> None:
             f"`classifier_activation` must be None, 'softmax' or a Keras activation; "
             f"received classifier_activation={classifier_activation!r}"
         ) from err
-    if fn not in (keras.activations.get("softmax"), keras.activations.get(None)):
+    if pretrained and fn not in (keras.activations.get("softmax"), keras.activations.get(None)):
         raise ValueError(
             "With pretrained weights and include_top=True, `classifier_activation` must be "
             f"None or 'softmax'; received classifier_activation={classifier_activation!r}"
