@@ -26,14 +26,14 @@ ARGUMENT_NAMES = (
 )
 
 
-class _Fetched(Exception):
+class _FetchRefusedError(Exception):
     """Raised instead of downloading: the arguments passed validation."""
 
 
 @pytest.fixture
 def no_download(monkeypatch):
     def refuse(file_name):
-        raise _Fetched(file_name)
+        raise _FetchRefusedError(file_name)
 
     monkeypatch.setattr(download, "fetch", refuse)
     monkeypatch.setattr("keras_lightnets.weights.fetch", refuse)
@@ -109,7 +109,7 @@ def test_every_builder_call_builds_or_fails_clearly(call, no_download):
     name, kwargs = call
     try:
         model = create_model(name, **kwargs)
-    except _Fetched:
+    except _FetchRefusedError:
         event("validated, download refused")
         return  # validation passed; the download is covered by test_weights_download
     except (ValueError, FileNotFoundError) as err:
