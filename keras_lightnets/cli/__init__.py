@@ -72,11 +72,16 @@ def _cmd_demo(args) -> int:
 
     from keras_lightnets import create_model, list_models, model_config
 
-    print(_table(registry_rows(), list(registry_rows()[0])))
+    names = list_models(args.models)
+    if not names:
+        print(f"lightnets: error: no model matches --models {args.models!r}", file=sys.stderr)
+        return 2
+    table = registry_rows(args.models)
+    print(_table(table, list(table[0])))
     print("\nOne forward pass per model (random weights, batch of 1, default input size):")
     rows = []
     rng = np.random.default_rng(0)
-    for name in list_models():
+    for name in names:
         config = model_config(name)
         model = create_model(name, weights=None)
         image = rng.uniform(0, 255, (1, *config.input_shape)).astype("float32")
@@ -89,7 +94,7 @@ def _cmd_demo(args) -> int:
         })
         print(_table(rows[-1:], list(rows[-1])).splitlines()[-1], flush=True)
     os.makedirs(args.output, exist_ok=True)
-    report = {"models": [model_config(n).as_dict() for n in list_models()], "forward_pass": rows}
+    report = {"models": [model_config(n).as_dict() for n in names], "forward_pass": rows}
     fd, tmp = tempfile.mkstemp(dir=args.output, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(report, f, indent=1)
@@ -109,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_info)
     p = commands.add_parser("demo", help="print the registry and run every model once")
     p.add_argument("--output", default="demo-output", help="folder for registry.json")
+    p.add_argument("--models", default="*", help="shell-style pattern of the models to run (default: all)")
     p.set_defaults(run=_cmd_demo)
     return parser
 
