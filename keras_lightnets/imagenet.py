@@ -92,10 +92,10 @@ def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != 1000:
         raise ValueError(
-            "`decode_predictions` expects a batch of ImageNet predictions of shape "
-            f"(samples, 1000); received shape {preds.shape}"
+            "`preds` must be a batch of ImageNet predictions of shape (samples, 1000); "
+            f"received preds of shape {preds.shape}"
         )
-    if not isinstance(top, int) or not 1 <= top <= 1000:
+    if not isinstance(top, int | np.integer) or isinstance(top, bool) or not 1 <= top <= 1000:
         raise ValueError(f"`top` must be an int in 1..1000; received top={top!r}")
     index = class_index()
     results = []

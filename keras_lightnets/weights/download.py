@@ -31,6 +31,8 @@ from typing import Any
 MIRROR_ENV = "KERAS_LIGHTNETS_WEIGHTS_DIR"
 MANIFEST_ENV = "KERAS_LIGHTNETS_MANIFEST"
 HASH_ALGORITHMS = ("md5", "sha256")
+MIN_HASH_PREFIX = 8  # shortest accepted digest prefix (torchvision file names carry 8-10 digits)
+_HEX_DIGITS = {"md5": 32, "sha256": 64}  # full digest length of each algorithm
 
 
 def _manifest_path() -> Path:
@@ -74,12 +76,22 @@ def file_hash(path: str | os.PathLike, algorithm: str) -> str:
 
 
 def _split_hash(spec: str | None) -> tuple[str, str] | None:
+    """``(algorithm, lower-case hex)`` of a manifest hash, or None when it has none.
+
+    The hex is the full digest or, as upstream names some files (torchvision: the
+    first 8-10 sha256 digits), a prefix of at least ``MIN_HASH_PREFIX`` digits.
+    """
     if not spec:
         return None
-    algorithm, _, value = spec.partition(":")
-    if algorithm not in HASH_ALGORITHMS or not value:
-        raise ValueError(f"bad hash {spec!r} in the weights manifest; expected 'md5:<hex>' or 'sha256:<hex>'")
-    return algorithm, value.lower()
+    algorithm, _, value = str(spec).partition(":")
+    value = value.lower()
+    full = _HEX_DIGITS.get(algorithm, 0)
+    if not MIN_HASH_PREFIX <= len(value) <= full or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(
+            f"bad hash {spec!r} in the weights manifest; expected 'md5:<hex>' or 'sha256:<hex>' "
+            f"(the full digest or its first {MIN_HASH_PREFIX} or more hex digits)"
+        )
+    return algorithm, value
 
 
 def hash_matches(path: str | os.PathLike, spec: str | None) -> bool:
@@ -90,12 +102,21 @@ def hash_matches(path: str | os.PathLike, spec: str | None) -> bool:
     algorithm, expected = parsed
     actual = file_hash(path, algorithm)
     # Upstream names some files by a hash prefix only (torchvision: the first sha256 digits).
-    return actual == expected or (len(expected) < len(actual) and actual.startswith(expected))
+    return actual.startswith(expected)
 
 
 def cache_dir() -> Path:
-    """Where downloaded weight files live: ``$KERAS_HOME/models`` (keras.applications' cache)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    """Where downloaded weight files live: ``$KERAS_HOME/models`` (keras.applications' cache).
+
+    Without ``$KERAS_HOME`` it is ``~/.keras/models``, or ``/tmp/.keras/models``
+    when the home folder is not writable (as Keras itself decides).
+    """
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        if not os.access(base, os.W_OK):
+            base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+        home = os.path.join(base, ".keras")
     return Path(home) / "models"
 
 
@@ -103,6 +124,7 @@ def fetch(file_name: str) -> str:
     """A verified local path of the manifest's ``file_name`` (mirror, cache or download)."""
     entry = manifest_entry(file_name)
     spec = entry.get("hash")
+    _split_hash(spec)  # a malformed manifest hash fails here, before any download
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
         candidate = Path(mirror) / file_name

@@ -1,0 +1,534 @@
+"""Weight files: manifest, offline mirror, cache and download against a real local HTTP server.
+
+Every test points the package at its own manifest (``$KERAS_LIGHTNETS_MANIFEST``)
+and an empty Keras cache (``$KERAS_HOME``) under ``tmp_path``; the files are
+served by a ``ThreadingHTTPServer`` on 127.0.0.1 that counts the requests it
+gets. The last tests check the real manifest against the registry and against
+keras.applications' own URLs and hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import importlib
+import importlib.util
+import inspect
+import json
+import pkgutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import image_batch, randomize_weights
+
+import keras_lightnets
+import keras_lightnets.models
+from keras_lightnets.models import _common
+from keras_lightnets.weights import download
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_MANIFEST = REPO / "weights" / "manifest.json"
+MANIFEST_TOOL = REPO / "tools" / "make_keras_manifest.py"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class _Server:
+    """Files by URL path, served from memory; every GET is recorded in ``requests``."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # http.server's method name
+                with owner._lock:
+                    owner.requests.append(self.path)
+                body = owner.files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # keep pytest output clean
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{path.lstrip('/')}"
+
+    def serve(self, path: str, body: bytes) -> str:
+        self.files["/" + path.lstrip("/")] = body
+        return self.url(path)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    # A proxy configured in the environment must not intercept requests to 127.0.0.1.
+    for variable in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(variable, "127.0.0.1,localhost")
+    srv = _Server()
+    try:
+        yield srv
+    finally:
+        srv.close()
+    assert not srv.thread.is_alive()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """An empty Keras cache and a test manifest; returns helpers to fill the manifest."""
+    keras_home = tmp_path / "keras_home"
+    manifest_path = tmp_path / "manifest.json"
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    monkeypatch.setenv(download.MANIFEST_ENV, str(manifest_path))
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    download._load_manifest.cache_clear()
+
+    class Env:
+        cache = keras_home / "models"
+        manifest = manifest_path
+
+        @staticmethod
+        def write_manifest(entries: dict[str, dict]) -> None:
+            files = {
+                name: {
+                    "format": "keras-legacy-h5", "input_size": 224, "include_top": True,
+                    "models": [], "source": "test", "license": "Apache-2.0", **entry,
+                }
+                for name, entry in entries.items()
+            }
+            manifest_path.write_text(json.dumps({"format_version": 1, "files": files}), encoding="utf8")
+            download._load_manifest.cache_clear()
+
+        @staticmethod
+        def cache_contents() -> list[str]:
+            return sorted(p.name for p in keras_home.joinpath("models").iterdir()) if Env.cache.exists() else []
+
+    yield Env
+    download._load_manifest.cache_clear()
+
+
+def _md5(data: bytes) -> str:
+    return "md5:" + hashlib.md5(data).hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+PAYLOAD = bytes(range(256)) * 64 + b"keras_lightnets test weights"
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def test_download_checks_the_hash_and_caches(server, env):
+    url = server.serve("w/model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}})
+
+    path = download.fetch("model.h5")
+
+    assert Path(path) == env.cache / "model.h5"
+    assert Path(path).read_bytes() == PAYLOAD
+    assert server.requests == ["/w/model.h5"]
+    assert env.cache_contents() == ["model.h5"]  # no staging folder left behind
+
+    assert download.fetch("model.h5") == path  # from the cache: no second request
+    assert server.requests == ["/w/model.h5"]
+
+
+def test_download_without_a_published_hash(server, env):
+    url = server.serve("nohash.h5", PAYLOAD)
+    env.write_manifest({"nohash.h5": {"url": url, "hash": None}})
+    assert Path(download.fetch("nohash.h5")).read_bytes() == PAYLOAD
+    assert len(server.requests) == 1
+
+
+def test_wrong_hash_leaves_nothing_in_the_cache(server, env):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": "md5:" + "0" * 32}})
+
+    with pytest.raises(ValueError, match=r"'model\.h5'.*hash does not match"):
+        download.fetch("model.h5")
+
+    assert server.requests == ["/model.h5"]
+    assert env.cache_contents() == []  # neither the file nor a staging folder
+
+
+def test_missing_file_on_the_server(server, env):
+    env.write_manifest({"gone.h5": {"url": server.url("gone.h5"), "hash": _md5(PAYLOAD)}})
+
+    with pytest.raises(OSError) as info:
+        download.fetch("gone.h5")
+
+    message = str(info.value)
+    assert "gone.h5" in message
+    assert download.MIRROR_ENV in message
+    assert "404" in message
+    assert server.requests == ["/gone.h5"]
+    assert env.cache_contents() == []
+
+
+def test_unknown_file_name_is_a_value_error(env):
+    env.write_manifest({})
+    with pytest.raises(ValueError, match=r"no pretrained weight file 'nope\.h5'"):
+        download.fetch("nope.h5")
+
+
+def test_mirror_folder_is_used_without_any_request(server, env, tmp_path, monkeypatch):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}})
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "model.h5").write_bytes(PAYLOAD)
+    monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
+
+    assert Path(download.fetch("model.h5")) == mirror / "model.h5"
+    assert server.requests == []
+    assert env.cache_contents() == []
+
+
+def test_corrupted_mirror_file_is_refused(server, env, tmp_path, monkeypatch):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}})
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "model.h5").write_bytes(b"truncated")
+    monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
+
+    with pytest.raises(ValueError, match=download.MIRROR_ENV):
+        download.fetch("model.h5")
+    assert server.requests == []
+
+
+def test_mirror_without_the_file_falls_back_to_download(server, env, tmp_path, monkeypatch):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}})
+    mirror = tmp_path / "empty_mirror"
+    mirror.mkdir()
+    monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
+
+    assert Path(download.fetch("model.h5")) == env.cache / "model.h5"
+    assert server.requests == ["/model.h5"]
+
+
+def test_corrupted_cached_file_is_downloaded_again(server, env):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}})
+    env.cache.mkdir(parents=True)
+    (env.cache / "model.h5").write_bytes(PAYLOAD[:100])  # an interrupted earlier download
+
+    path = download.fetch("model.h5")
+
+    assert Path(path).read_bytes() == PAYLOAD
+    assert server.requests == ["/model.h5"]
+    assert env.cache_contents() == ["model.h5"]
+
+
+def test_sha256_prefix_hash(server, env):
+    url = server.serve("tv.pth", PAYLOAD)
+    digest = _sha256(PAYLOAD)
+    wrong = ("1" if digest[0] != "1" else "2") + digest[1:10]
+    env.write_manifest({
+        "tv.pth": {"url": url, "hash": "sha256:" + digest[:10]},
+        "tv8.pth": {"url": url, "hash": "sha256:" + digest[:8].upper()},
+        "full.pth": {"url": url, "hash": "sha256:" + digest},
+        "bad.pth": {"url": url, "hash": "sha256:" + wrong},
+    })
+
+    assert Path(download.fetch("tv.pth")).read_bytes() == PAYLOAD
+    assert Path(download.fetch("tv8.pth")).read_bytes() == PAYLOAD
+    assert Path(download.fetch("full.pth")).read_bytes() == PAYLOAD
+    with pytest.raises(ValueError, match="hash does not match"):
+        download.fetch("bad.pth")
+    assert env.cache_contents() == ["full.pth", "tv.pth", "tv8.pth"]
+    assert len(server.requests) == 4
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["sha256:" + "a" * 4, "md5:", "md5:" + "a" * 33, "sha1:" + "a" * 40, "md5:" + "g" * 32, "a" * 32],
+)
+def test_malformed_manifest_hash_is_refused(server, env, spec):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": spec}})
+    with pytest.raises(ValueError, match="bad hash"):
+        download.fetch("model.h5")
+    assert server.requests == []
+
+
+def test_hash_matches_helpers(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(PAYLOAD)
+    assert download.hash_matches(path, None)
+    assert download.hash_matches(path, _md5(PAYLOAD))
+    assert download.hash_matches(path, "sha256:" + _sha256(PAYLOAD)[:8])
+    assert not download.hash_matches(path, "md5:" + "f" * 32)
+    with pytest.raises(ValueError, match="hash algorithm"):
+        download.file_hash(path, "sha1")
+
+
+def test_cache_dir_follows_keras_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert download.cache_dir() == tmp_path / "kh" / "models"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_imagenet_weights_end_to_end(server, env, tmp_path):
+    """``weights="imagenet"`` downloads the manifest file and loads it: outputs equal tf_keras'."""
+    import tf_keras
+
+    reference = tf_keras.applications.MobileNet(
+        alpha=0.25, input_shape=(128, 128, 3), weights=None, classifier_activation=None,
+    )
+    randomize_weights(reference, seed=3)
+    file_name = keras_lightnets.models.mobilenet_v1.imagenet_file_name(0.25, 128, True)
+    local = tmp_path / file_name
+    reference.save_weights(str(local))
+    data = local.read_bytes()
+    env.write_manifest({
+        file_name: {"url": server.serve(f"keras-applications/mobilenet/{file_name}", data), "hash": _md5(data)},
+    })
+    x = image_batch(128) / 127.5 - 1.0
+    expected = reference.predict(x, verbose=0)
+
+    model = keras_lightnets.MobileNet(
+        alpha=0.25, input_shape=(128, 128, 3), weights="imagenet", classifier_activation=None,
+    )
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=0, atol=1e-5)
+    assert server.requests == [f"/keras-applications/mobilenet/{file_name}"]
+    assert env.cache_contents() == [file_name]
+
+    # The tf_keras build reads the same cached file: no second request.
+    from keras_lightnets import legacy
+
+    twin = legacy.MobileNet(alpha=0.25, input_shape=(128, 128, 3), weights="imagenet", classifier_activation=None)
+    np.testing.assert_allclose(twin.predict(x, verbose=0), expected, rtol=0, atol=1e-5)
+    assert len(server.requests) == 1
+
+
+# --------------------------------------------------------------------------- the real manifest
+
+
+@pytest.fixture
+def real_manifest(monkeypatch):
+    monkeypatch.delenv(download.MANIFEST_ENV, raising=False)
+    download._load_manifest.cache_clear()
+    yield download.manifest()
+    download._load_manifest.cache_clear()
+
+
+def _nasnet_module_exists() -> bool:
+    return any("nasnet" in m.name for m in pkgutil.iter_modules(keras_lightnets.models.__path__))
+
+
+def _builder_default(builder, parameter: str):
+    param = inspect.signature(builder).parameters.get(parameter)
+    return inspect.Parameter.empty if param is None else param.default
+
+
+def _imagenet_file_names(name: str) -> list[tuple[str, int, bool]]:
+    """``[(file name, input size, include_top)]`` of registered variant ``name``, from its family module.
+
+    Each parameter of the module's ``imagenet_file_name`` is filled from the
+    registry: ``rows`` from the module's ``PRETRAINED_SIZES`` (else the
+    variant's input size), ``include_top`` both ways, ``model_type`` from the
+    builder's name (``MobileNetV3Small`` -> ``"small"``), anything else from the
+    variant's kwargs or the builder's default.
+    """
+    config = keras_lightnets.model_config(name)
+    module = importlib.import_module(config.builder.__module__)
+    file_name_of = getattr(module, "imagenet_file_name", None)
+    if file_name_of is None:  # e.g. a family ported from torchvision: ask the builder itself
+        return _files_requested_by_builder(name)
+    sizes = tuple(getattr(module, "PRETRAINED_SIZES", (config.input_size,)))
+    fixed = {}
+    for parameter in inspect.signature(file_name_of).parameters:
+        if parameter in ("rows", "include_top"):
+            continue
+        if parameter == "model_type":
+            fixed[parameter] = config.builder.__name__.rsplit("V3", 1)[-1].lower()
+        elif parameter in config.kwargs:
+            fixed[parameter] = config.kwargs[parameter]
+        else:
+            default = _builder_default(config.builder, parameter)
+            assert default is not inspect.Parameter.empty, (
+                f"cannot fill {module.__name__}.imagenet_file_name({parameter}=...) for {name}"
+            )
+            fixed[parameter] = default
+    takes_rows = "rows" in inspect.signature(file_name_of).parameters
+    out = []
+    for include_top in (True, False):
+        for rows in sizes if takes_rows else (config.input_size,):
+            kwargs = dict(fixed, include_top=include_top, **({"rows": rows} if takes_rows else {}))
+            out.append((file_name_of(**kwargs), rows, include_top))
+    return out
+
+
+class _FetchedError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _intercepted_fetch():
+    """Record the ImageNet file name each builder asks ``apply_weights`` for; then raise ``_FetchedError``."""
+    requested: list[str] = []
+
+    def fake_apply_weights(model, weights, *, imagenet_file=None, **_):
+        assert weights == "imagenet" and imagenet_file is not None
+        requested.append(imagenet_file())
+        raise _FetchedError(requested[-1])
+
+    original = _common.apply_weights
+    _common.apply_weights = fake_apply_weights
+    try:
+        yield requested
+    finally:
+        _common.apply_weights = original
+
+
+def _files_requested_by_builder(name: str) -> list[tuple[str, int, bool]]:
+    """Build ``name`` with ``weights="imagenet"`` (with and without the top) and record what it fetches."""
+    size = keras_lightnets.model_config(name).input_size
+    out = []
+    for include_top in (True, False):
+        with _intercepted_fetch() as requested, pytest.raises(_FetchedError):
+            keras_lightnets.create_model(
+                name, weights="imagenet", include_top=include_top, input_shape=(size, size, 3),
+            )
+        out.append((requested[0], size, include_top))
+    return out
+
+
+PRETRAINED = keras_lightnets.list_models(pretrained=True)
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_every_registered_imagenet_file_is_in_the_manifest(name, real_manifest):
+    for file_name, rows, include_top in _imagenet_file_names(name):
+        assert file_name in real_manifest, f"{name}: {file_name} is not in the manifest"
+        entry = real_manifest[file_name]
+        assert name in entry["models"], f"{file_name} does not list {name} in its models"
+        assert entry["input_size"] == rows
+        if entry["format"] == "keras-legacy-h5":  # one file per top / no top (a torch file holds both)
+            assert entry["include_top"] is include_top
+        assert entry["url"].startswith("https://")
+
+
+def test_nasnet_mobile_is_covered(real_manifest):
+    assert {"nasnet_mobile.h5", "nasnet_mobile_no_top.h5"} <= set(real_manifest)
+    if not _nasnet_module_exists():
+        pytest.skip("the NASNetMobile module is not written yet")
+    nasnet = [n for n in PRETRAINED if keras_lightnets.model_config(n).family.startswith("nasnet")]
+    assert nasnet, "a nasnet module exists but registers no variant with ImageNet weights"
+    files = {f for n in nasnet for f, _, _ in _imagenet_file_names(n)}
+    assert files == {"nasnet_mobile.h5", "nasnet_mobile_no_top.h5"}
+
+
+def test_real_manifest_entries_are_well_formed(real_manifest):
+    assert REPO_MANIFEST.is_file()
+    document = json.loads(REPO_MANIFEST.read_text(encoding="utf8"))
+    assert document["format_version"] == 1
+    keras_files = {k: v for k, v in real_manifest.items() if v["source"] == "keras.applications"}
+    assert len(keras_files) == 4 * 4 * 2 + 6 * 5 * 2 + 6 * 2 + 2
+    for entry in real_manifest.values():
+        assert {"url", "hash", "format", "input_size", "include_top", "models", "source", "license"} <= set(entry)
+        download._split_hash(entry["hash"])  # well-formed or null
+    for file_name, entry in keras_files.items():
+        assert entry["url"].startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
+        assert entry["format"] == "keras-legacy-h5" and entry["license"] == "Apache-2.0"
+        published = "mobilenet_v3" in file_name or file_name.startswith("nasnet")
+        assert (entry["hash"] is not None) == published, file_name  # hashes only where upstream has them
+        if not file_name.startswith("nasnet"):
+            assert entry["url"].endswith("/" + file_name)
+
+
+def test_manifest_tool_reproduces_the_file_and_keeps_other_entries(tmp_path):
+    if not MANIFEST_TOOL.is_file():
+        pytest.skip("tools/ is not part of this installation")
+    spec = importlib.util.spec_from_file_location("make_keras_manifest", MANIFEST_TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    document = json.loads(REPO_MANIFEST.read_text(encoding="utf8"))
+    rebuilt = tool.merge(document, tool.keras_entries())
+    assert rebuilt == document
+    other = {"url": "https://example.invalid/x.pth", "hash": "sha256:0123456789", "source": "torchvision"}
+    output = tmp_path / "manifest.json"
+    output.write_text(json.dumps({"format_version": 1, "files": {"x.pth": other}}), encoding="utf8")
+    tool.main(["--output", str(output)])
+    files = json.loads(output.read_text(encoding="utf8"))["files"]
+    assert files["x.pth"] == other
+    assert len(files) == len(tool.keras_entries()) + 1
+    assert output.read_text(encoding="utf8") == json.dumps(
+        {"files": files, "format_version": 1}, indent=1, sort_keys=True,
+    ) + "\n"
+
+
+def _first_pretrained_per_family() -> list[str]:
+    seen: dict[str, str] = {}
+    for name in PRETRAINED:
+        seen.setdefault(keras_lightnets.model_config(name).family, name)
+    return sorted(seen.values())
+
+
+@pytest.mark.parametrize("name", _first_pretrained_per_family())
+def test_builder_asks_for_the_file_the_manifest_lists(name, real_manifest):
+    """The file a builder requests with ``weights="imagenet"`` (no top, smallest size) is in the manifest."""
+    expected = [(f, rows) for f, rows, top in _imagenet_file_names(name) if not top]
+    file_name, rows = min(expected, key=lambda item: item[1])
+    with _intercepted_fetch() as requested, pytest.raises(_FetchedError):
+        keras_lightnets.create_model(name, weights="imagenet", include_top=False, input_shape=(rows, rows, 3))
+    assert requested == [file_name]
+    assert file_name in real_manifest
+
+
+# keras.applications builders, the smallest of each family, and the manifest file they fetch.
+KERAS_APPLICATIONS = [
+    ("MobileNet", {"alpha": 0.25, "input_shape": (128, 128, 3), "include_top": False}),
+    ("MobileNetV2", {"alpha": 0.35, "input_shape": (96, 96, 3)}),
+    ("MobileNetV3Small", {"minimalistic": True, "include_top": False}),
+    ("NASNetMobile", {"include_top": False, "input_shape": (224, 224, 3)}),
+]
+
+
+@pytest.mark.parametrize(("builder", "kwargs"), KERAS_APPLICATIONS, ids=[b for b, _ in KERAS_APPLICATIONS])
+def test_urls_and_hashes_are_keras_applications_own(builder, kwargs, monkeypatch, real_manifest):
+    """Intercept keras.applications' own ``get_file`` call: same file name, URL and hash as the manifest."""
+    import keras
+    from keras.src.utils import file_utils
+
+    calls = []
+
+    def fake_get_file(fname=None, origin=None, file_hash=None, **_):
+        calls.append((fname, origin, file_hash))
+        raise _FetchedError(fname)
+
+    monkeypatch.setattr(file_utils, "get_file", fake_get_file)
+    with pytest.raises(_FetchedError):
+        getattr(keras.applications, builder)(weights="imagenet", **kwargs)
+    ((fname, origin, file_hash),) = calls
+    entry = real_manifest[fname]
+    assert entry["url"] == origin
+    assert entry["hash"] == (f"md5:{file_hash}" if file_hash else None)

@@ -1,0 +1,132 @@
+"""Write the keras.applications entries of ``weights/manifest.json``.
+
+Lists every official keras.applications ImageNet weight file of the families
+this package rebuilds -- MobileNet (V1), MobileNetV2, MobileNetV3 and
+NASNetMobile -- with its URL and hash exactly as keras.applications
+(``keras/src/applications/*.py``) and tf_keras build them:
+
+* MobileNet: ``BASE_WEIGHT_PATH + "mobilenet_{alpha_text}_{rows}_tf[_no_top].h5"``;
+  no published hash.
+* MobileNetV2: ``BASE_WEIGHT_PATH +
+  "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}[_no_top].h5"``;
+  no published hash.
+* MobileNetV3: ``BASE_WEIGHT_PATH + "weights_mobilenet_v3_{model}.h5"`` (with the
+  top) or ``"..._no_top_v2.h5"`` (without); md5 hashes from ``WEIGHTS_HASHES``.
+* NASNetMobile: ``NASNet-mobile[-no-top].h5`` cached as ``nasnet_mobile[_no_top].h5``;
+  md5 hashes from the ``file_hash`` arguments.
+
+Entries from other sources already in the file (e.g. torchvision ports) are kept
+as they are; this script only replaces the entries whose ``source`` is
+``keras.applications``. Run from anywhere::
+
+    python tools/make_keras_manifest.py [--output weights/manifest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SOURCE = "keras.applications"
+LICENSE = "Apache-2.0"
+FORMAT = "keras-legacy-h5"
+FORMAT_VERSION = 1
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "manifest.json"
+BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+V1_URL = BASE + "mobilenet/"
+V1_ALPHAS = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}
+V1_SIZES = (128, 160, 192, 224)
+
+V2_URL = BASE + "mobilenet_v2/"
+V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+V2_SIZES = (96, 128, 160, 192, 224)
+
+V3_URL = BASE + "mobilenet_v3/"
+# keras.applications.mobilenet_v3.WEIGHTS_HASHES: model -> (md5 with top, md5 without).
+V3_HASHES = {
+    "large_224_0.75_float": ("765b44a33ad4005b3ac83185abf1d0eb", "40af19a13ebea4e2ee0c676887f69a2e"),
+    "large_224_1.0_float": ("59e551e166be033d707958cf9e29a6a7", "07fb09a5933dd0c8eaafa16978110389"),
+    "large_minimalistic_224_1.0_float": ("675e7b876c45c57e9e63e6d90a36599c", "ec5221f64a2f6d1ef965a614bdae7973"),
+    "small_224_0.75_float": ("cb65d4e5be93758266aa0a7f2c6708b7", "ebdb5cc8e0b497cd13a7c275d475c819"),
+    "small_224_1.0_float": ("8768d4c2e7dee89b9d02b2d03d65d862", "d3e8ec802a04aa4fc771ee12a9a9b836"),
+    "small_minimalistic_224_1.0_float": ("99cd97fb2fcdad2bf028eb838de69e37", "cde8136e733e811080d9fcd8a252f7e4"),
+}
+
+NASNET_URL = BASE + "nasnet/"
+# (cache file name, URL file name, md5) as in keras.applications.nasnet.NASNetMobile.
+NASNET_MOBILE = {
+    True: ("nasnet_mobile.h5", "NASNet-mobile.h5", "020fb642bf7360b370c678b08e0adf61"),
+    False: ("nasnet_mobile_no_top.h5", "NASNet-mobile-no-top.h5", "1ed92395b5b598bdda52abe5c0dbfd63"),
+}
+NASNET_MOBILE_MODEL = "nasnet_mobile"
+
+
+def _width_name(alpha: float) -> str:
+    """The registry's width suffix: 0.25 -> "025", 1.4 -> "140"."""
+    return f"{round(alpha * 100):03d}"
+
+
+def _entry(url: str, md5: str | None, input_size: int, include_top: bool, models: list[str]) -> dict[str, Any]:
+    return {
+        "url": url, "hash": f"md5:{md5}" if md5 else None, "format": FORMAT,
+        "input_size": input_size, "include_top": include_top, "models": models,
+        "source": SOURCE, "license": LICENSE,
+    }
+
+
+def keras_entries() -> dict[str, dict[str, Any]]:
+    """``{file name: manifest entry}`` of every keras.applications file listed above."""
+    entries: dict[str, dict[str, Any]] = {}
+    for include_top in (True, False):
+        suffix = "" if include_top else "_no_top"
+        for alpha, alpha_text in V1_ALPHAS.items():
+            for rows in V1_SIZES:
+                name = f"mobilenet_{alpha_text}_{rows}_tf{suffix}.h5"
+                entries[name] = _entry(V1_URL + name, None, rows, include_top, [f"mobilenet_v1_{_width_name(alpha)}"])
+        for alpha in V2_ALPHAS:
+            for rows in V2_SIZES:
+                name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}{suffix}.h5"
+                entries[name] = _entry(V2_URL + name, None, rows, include_top, [f"mobilenet_v2_{_width_name(alpha)}"])
+        for model, hashes in V3_HASHES.items():
+            name = f"weights_mobilenet_v3_{model}{'.h5' if include_top else '_no_top_v2.h5'}"
+            model_type, rest = model.split("_", 1)
+            alpha = float(model.split("_")[-2])
+            minimal = "_minimal" if "minimalistic" in rest else ""
+            registry_name = f"mobilenet_v3_{model_type}{minimal}_{_width_name(alpha)}"
+            entries[name] = _entry(V3_URL + name, hashes[0 if include_top else 1], 224, include_top, [registry_name])
+        cache_name, url_name, md5 = NASNET_MOBILE[include_top]
+        entries[cache_name] = _entry(NASNET_URL + url_name, md5, 224, include_top, [NASNET_MOBILE_MODEL])
+    return entries
+
+
+def merge(existing: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The manifest document with ``entries`` replacing the old keras.applications ones."""
+    document = dict(existing or {})
+    files = {
+        name: entry for name, entry in (document.get("files") or {}).items()
+        if entry.get("source") != SOURCE and name not in entries
+    }
+    files.update(entries)
+    document["format_version"] = FORMAT_VERSION
+    document["files"] = files
+    return document
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="manifest to update (created if missing)")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    existing = json.loads(output.read_text(encoding="utf8")) if output.is_file() else None
+    document = merge(existing, keras_entries())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf8")
+    kept = len(document["files"]) - len(keras_entries())
+    print(f"wrote {len(keras_entries())} keras.applications entries ({kept} other entries kept) to {output}")
+
+
+if __name__ == "__main__":
+    main()
