@@ -45,9 +45,12 @@ def _read_keras3_h5(h5) -> dict[str, list[np.ndarray]]:
     if "layers" not in h5:
         raise ValueError("not a Keras 3 weights file: no 'layers' group")
     arrays: dict[str, list[np.ndarray]] = {}
-    for layer_name, layer_group in h5["layers"].items():
-        if "vars" in layer_group and len(layer_group["vars"]):
-            variables = layer_group["vars"]
+    for group_name, layer_group in h5["layers"].items():
+        variables = layer_group.get("vars")
+        if variables is not None and len(variables):
+            # Groups are named after the layer's Python attribute path (e.g. "conv2d_3"),
+            # listed alphabetically; the layer's own name is the "name" attribute.
+            layer_name = _decode(variables.attrs.get("name", group_name))
             arrays[layer_name] = [np.asarray(variables[str(i)]) for i in range(len(variables))]
     return arrays
 
