@@ -38,7 +38,8 @@ def correct_pad(size: Sequence[int | None], kernel_size: int | tuple[int, int]):
     """
     if isinstance(kernel_size, int):
         kernel_size = (kernel_size, kernel_size)
-    adjust = (1, 1) if size[0] is None else (1 - size[0] % 2, 1 - size[1] % 2)
+    # An unknown side is treated as even (keras.applications does the same for both).
+    adjust = tuple(1 if side is None else 1 - side % 2 for side in size[:2])
     half = (kernel_size[0] // 2, kernel_size[1] // 2)
     return ((half[0] - adjust[0], half[0]), (half[1] - adjust[1], half[1]))
 
