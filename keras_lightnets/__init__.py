@@ -11,14 +11,19 @@ torch porting, datasets) are imported only when used.
 from __future__ import annotations
 
 from keras_lightnets.macs import count_macs
+from keras_lightnets.models.mnasnet import MnasNetA1, MnasNetB1
 from keras_lightnets.models.mobilenet_v1 import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
 from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
+from keras_lightnets.models.nasnet import NASNetMobile
+from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
+from keras_lightnets.models.squeezenet import SqueezeNet
 from keras_lightnets.registry import create_model, list_models, model_config
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
+    "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
+    "ShuffleNetV2", "SqueezeNet",
     "count_macs", "create_model", "list_models", "model_config",
 ]

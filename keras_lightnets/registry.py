@@ -121,7 +121,8 @@ def create_model(
     """Build the registered variant ``name``; ``kwargs`` override its builder kwargs.
 
     ``features_only=True`` returns a multi-output model of the feature maps at
-    output strides ``(2, 4, 8, 16, 32)`` (each ``(batch, H/stride, W/stride, C)``);
+    output strides ``(2, 4, 8, 16, 32)`` (each about ``(batch, H/stride, W/stride, C)``;
+    SqueezeNet stops at 16);
     ``out_indices`` picks some of them by position (e.g. ``(2, 3, 4)`` for strides
     8, 16, 32). The model gets a ``feature_info`` list of
     ``{"stride", "channels", "layer"}`` dicts. ``flavour`` ("keras" or

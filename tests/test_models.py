@@ -175,14 +175,17 @@ def test_features_only(name):
     size = 128
     model = create_model(name, features_only=True, weights=None, input_shape=(size, size, 3))
     strides = [info["stride"] for info in model.feature_info]
-    assert strides == list(FEATURE_STRIDES)
-    assert len(model.outputs) == len(FEATURE_STRIDES)
+    # Every family reaches stride 16; all but SqueezeNet (no fifth stage) reach 32.
+    assert strides == list(FEATURE_STRIDES[: len(strides)]) and len(strides) >= 4
+    assert len(model.outputs) == len(strides)
     for info, output in zip(model.feature_info, model.outputs, strict=True):
-        assert abs(output.shape[1] - size / info["stride"]) <= 1, (info, output.shape)
+        # "valid" stems (NASNet, SqueezeNet) make maps a little smaller than size / stride.
+        assert 0.85 * size / info["stride"] <= output.shape[1] <= size / info["stride"] + 1, (info, output.shape)
         assert output.shape[-1] == info["channels"]
         assert model.get_layer(info["layer"]).output is output
-    deepest = create_model(name, features_only=True, out_indices=(2, 4), weights=None, input_shape=(size, size, 3))
-    assert [info["stride"] for info in deepest.feature_info] == [8, 32]
+    last = len(strides) - 1
+    deepest = create_model(name, features_only=True, out_indices=(2, last), weights=None, input_shape=(size, size, 3))
+    assert [info["stride"] for info in deepest.feature_info] == [8, strides[last]]
 
 
 def test_features_only_rejects_bad_arguments():

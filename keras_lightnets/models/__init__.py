@@ -1,3 +1,11 @@
 """Family modules: importing this package registers every variant."""
 
-from keras_lightnets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401
+from keras_lightnets.models import (  # noqa: F401
+    mnasnet,
+    mobilenet_v1,
+    mobilenet_v2,
+    mobilenet_v3,
+    nasnet,
+    shufflenet_v2,
+    squeezenet,
+)

@@ -54,9 +54,17 @@ def pretrained_size(input_shape, weights, sizes: Sequence[int], default: int = 2
     return default
 
 
-def finish_model(inputs, outputs, *, name: str, weights, imagenet_file: Callable[[], str] | None):
-    """Create the Functional model and load ``weights`` into it."""
+def finish_model(
+    inputs, outputs, *, name: str, weights, imagenet_file: Callable[[], str] | None,
+    torch_mapping: Callable[[object], list[tuple[str, str]]] | None = None,
+):
+    """Create the Functional model and load ``weights`` into it.
+
+    ``torch_mapping(model) -> [(keras_layer_name, torch_prefix)]`` is given by
+    families with a torchvision counterpart: it lets ``weights`` be a torchvision
+    checkpoint (``.safetensors``/``.pth``/``.pt``) and ``"imagenet"`` a torchvision file.
+    """
     keras = _backend.keras_module()
     model = keras.Model(inputs, outputs, name=name)
-    apply_weights(model, weights, imagenet_file=imagenet_file)
+    apply_weights(model, weights, imagenet_file=imagenet_file, torch_mapping=torch_mapping)
     return model

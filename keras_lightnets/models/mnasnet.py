@@ -1,0 +1,248 @@
+"""MnasNet-A1 and MnasNet-B1 (Tan et al., 2019).
+
+``MnasNetB1`` is torchvision's ``MNASNet`` (``mnasnet0_5`` .. ``mnasnet1_3``; the
+version-2 stem that scales with ``alpha``), so its checkpoints port exactly
+(``keras_lightnets.weights.torchvision``): no squeeze-excite, ReLU, BatchNorm
+epsilon 1e-5 and momentum 0.9997 (torch's 0.0003). ``MnasNetA1`` is the paper's
+headline model (Figure 7: squeeze-and-excite in three stages, about 3.9M
+parameters and 312M MACs at 224x224); torchvision has no A1, so it has no
+ImageNet weights here. Both pad like PyTorch (``kernel // 2`` on every side;
+explicit ``ZeroPadding2D`` + ``valid`` for stride 2). Inputs are
+``(batch, height, width, 3)`` RGB normalised with ImageNet mean/std
+(``preprocess_input``, mode "torch").
+"""
+
+from __future__ import annotations
+
+from keras_lightnets import _backend, features, imagenet
+from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, conv_bn, inverted_residual
+from keras_lightnets.models._common import finish_model, prepare_input
+from keras_lightnets.registry import register_model
+from keras_lightnets.utils import check_alpha, make_divisible
+
+PAPER = "https://arxiv.org/abs/1807.11626"
+PRETRAINED_ALPHAS_B1 = (0.5, 0.75, 1.0, 1.3)
+TORCHVISION_FILES = {
+    0.5: "mnasnet0.5_top1_67.823-3ffadce67e.pth",
+    0.75: "mnasnet0_75-7090bc5f.pth",
+    1.0: "mnasnet1.0_top1_73.512-f206786ef8.pth",
+    1.3: "mnasnet1_3-a4c69d6f.pth",
+}
+STEM_FILTERS = 32  # stem conv; then a depthwise-separable conv to SEPARABLE_FILTERS (both scaled)
+SEPARABLE_FILTERS = 16
+HEAD_FILTERS = 1280  # not scaled by alpha (as torchvision and the paper)
+SE_RATIO = 0.25  # of the block's input channels (the paper's TensorFlow reference)
+
+# One row per stage of inverted residuals:
+# (expansion, output filters at alpha=1, kernel, stride of the first block, repeats, squeeze-excite).
+B1_STAGES = (
+    (3, 24, 3, 2, 3, False),
+    (3, 40, 5, 2, 3, False),
+    (6, 80, 5, 2, 3, False),
+    (6, 96, 3, 1, 2, False),
+    (6, 192, 5, 2, 4, False),
+    (6, 320, 3, 1, 1, False),
+)
+A1_STAGES = (
+    (6, 24, 3, 2, 2, False),
+    (3, 40, 5, 2, 3, True),
+    (6, 80, 3, 2, 4, False),
+    (6, 112, 3, 1, 2, True),
+    (6, 160, 5, 2, 3, True),
+    (6, 320, 3, 1, 1, False),
+)
+_BN = BatchNorm(epsilon=1e-5, momentum=1.0 - 0.0003)  # torch momentum 0.0003 -> Keras 0.9997
+_FIRST_STAGE_LAYER = 8  # torchvision's ``layers`` index of the first stage (after the 8-module stem)
+
+
+def _prefix(stage: int, block: int) -> str:
+    return f"stage{stage}_block{block}_"
+
+
+def torch_mapping_b1(model) -> list[tuple[str, str]]:
+    """``[(Keras layer name, torchvision state_dict prefix)]`` of torchvision's MNASNet (any alpha)."""
+    pairs = [
+        ("stem_conv", "layers.0"), ("stem_conv_bn", "layers.1"),
+        ("stem_depthwise", "layers.3"), ("stem_depthwise_bn", "layers.4"),
+        ("stem_project", "layers.6"), ("stem_project_bn", "layers.7"),
+    ]
+    for stage, (*_, repeats, _se) in enumerate(B1_STAGES, start=1):
+        for block in range(repeats):
+            p, t = _prefix(stage, block + 1), f"layers.{_FIRST_STAGE_LAYER + stage - 1}.{block}.layers"
+            pairs += [(f"{p}expand", f"{t}.0"), (f"{p}expand_bn", f"{t}.1"),
+                      (f"{p}depthwise", f"{t}.3"), (f"{p}depthwise_bn", f"{t}.4"),
+                      (f"{p}project", f"{t}.6"), (f"{p}project_bn", f"{t}.7")]
+    head = _FIRST_STAGE_LAYER + len(B1_STAGES)
+    return [*pairs, ("head_conv", f"layers.{head}"), ("head_conv_bn", f"layers.{head + 1}"),
+            ("predictions", "classifier.1")]
+
+
+def _mnasnet(
+    stages, *, alpha, input_shape, include_top, weights, input_tensor, pooling, classes,
+    classifier_activation, dropout_rate, name, imagenet_file, torch_mapping,
+):
+    """Stem (conv 3x3/2, depthwise-separable 3x3), inverted-residual stages, 1x1 head conv."""
+    if not isinstance(dropout_rate, int | float) or not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"`dropout_rate` must be in [0, 1); received dropout_rate={dropout_rate!r}")
+    image, inputs, _ = prepare_input(
+        input_shape=input_shape, input_tensor=input_tensor, weights=weights,
+        include_top=include_top, classes=classes, pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
+    layers = _backend.keras_module().layers
+
+    x = conv_bn(image, make_divisible(STEM_FILTERS * alpha, 8), 3, stride=2, pad_mode="symmetric",
+                name="stem_conv", bn=_BN, act="relu")
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="stem_depthwise")(x)
+    x = _BN(x, "stem_depthwise_bn")
+    x = activation(x, "relu", "stem_depthwise_relu")
+    x = conv_bn(x, make_divisible(SEPARABLE_FILTERS * alpha, 8), 1, name="stem_project", bn=_BN)
+    stride = 2
+    features.mark(x, stride)
+    for stage, (expansion, filters, kernel, first_stride, repeats, se) in enumerate(stages, start=1):
+        for block in range(repeats):
+            block_stride = first_stride if block == 0 else 1
+            in_channels = x.shape[-1]
+            x = inverted_residual(
+                x, expanded=in_channels * expansion, filters=make_divisible(filters * alpha, 8),
+                kernel_size=kernel, stride=block_stride, prefix=_prefix(stage, block + 1), bn=_BN,
+                act="relu", se_filters=max(1, int(in_channels * SE_RATIO)) if se else None,
+                se_act="relu", se_gate="sigmoid", pad_mode="symmetric",
+            )
+            stride *= block_stride
+            features.mark(x, stride)
+    x = conv_bn(x, HEAD_FILTERS, 1, name="head_conv", bn=_BN, act="relu")
+    features.mark(x, stride)
+    x = classifier_or_pooling(
+        x, include_top=include_top, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, dropout=dropout_rate,
+    )
+    return finish_model(inputs, x, name=name, weights=weights, imagenet_file=imagenet_file,
+                        torch_mapping=torch_mapping)
+
+
+def _alpha_text(alpha: float) -> str:
+    return f"{round(alpha * 100):03d}"
+
+
+def MnasNetB1(
+    input_shape=None,
+    alpha=1.0,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    dropout_rate=0.2,
+    name=None,
+):
+    """Instantiates MnasNet-B1, torchvision's ``MNASNet`` (``mnasnet0_5`` .. ``mnasnet1_3``).
+
+    Reference: [MnasNet: Platform-Aware Neural Architecture Search for Mobile](
+    https://arxiv.org/abs/1807.11626).
+
+    Inputs are ``(batch, height, width, 3)`` float RGB normalised with ImageNet
+    mean/std (``keras_lightnets.models.mnasnet.preprocess_input``, mode "torch").
+
+    Args:
+        input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
+            ``(224, 224, 3)`` with the top, ``(None, None, 3)`` without.
+        alpha: depth multiplier of every stage but the 1280-channel head (channels
+            rounded to multiples of 8, never down by more than 10%). ImageNet weights
+            exist for 0.5, 0.75, 1.0 and 1.3; any positive value builds without them.
+        include_top: whether to include the dense classifier.
+        weights: ``None``, ``"imagenet"`` (torchvision's ImageNet checkpoint,
+            downloaded and converted once), the path of a Keras weights file, or of a
+            torchvision checkpoint (``.safetensors`` / ``.pth``) to port.
+        input_tensor: optional Keras tensor to build the model on.
+        pooling: ``None``, ``"avg"`` or ``"max"`` global pooling without the top.
+        classes: number of classes of the top (1000 with ImageNet weights).
+        classifier_activation: activation of the top (``None`` for logits).
+        dropout_rate: dropout before the classifier, in ``[0, 1)``.
+        name: model name (default ``mnasnet_b1_{100 * alpha:03d}``, e.g. ``mnasnet_b1_100``).
+
+    Returns:
+        A Keras model (tf_keras inside ``keras_lightnets.legacy``).
+    """
+    check_alpha(alpha, weights=weights, pretrained=PRETRAINED_ALPHAS_B1)
+    return _mnasnet(
+        B1_STAGES, alpha=alpha, input_shape=input_shape, include_top=include_top, weights=weights,
+        input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, dropout_rate=dropout_rate,
+        name=name or f"mnasnet_b1_{_alpha_text(alpha)}",
+        imagenet_file=lambda: TORCHVISION_FILES[alpha], torch_mapping=torch_mapping_b1,
+    )
+
+
+def MnasNetA1(
+    input_shape=None,
+    alpha=1.0,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    dropout_rate=0.2,
+    name=None,
+):
+    """Instantiates MnasNet-A1, the paper's headline model (with squeeze-and-excite).
+
+    Reference: [MnasNet: Platform-Aware Neural Architecture Search for Mobile](
+    https://arxiv.org/abs/1807.11626), Figure 7. Squeeze-excite (global average ->
+    1x1 conv + ReLU -> 1x1 conv + sigmoid -> scale) reduces to a quarter of each
+    block's input channels. No ImageNet weights exist here (torchvision has no A1).
+
+    Inputs are ``(batch, height, width, 3)`` float RGB; train with ImageNet
+    mean/std normalisation (``keras_lightnets.models.mnasnet.preprocess_input``).
+
+    Args:
+        input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
+            ``(224, 224, 3)`` with the top, ``(None, None, 3)`` without.
+        alpha: depth multiplier of every stage but the 1280-channel head (any positive value).
+        include_top: whether to include the dense classifier.
+        weights: ``None`` or the path of a Keras weights file (``"imagenet"`` is refused).
+        input_tensor: optional Keras tensor to build the model on.
+        pooling: ``None``, ``"avg"`` or ``"max"`` global pooling without the top.
+        classes: number of classes of the top.
+        classifier_activation: activation of the top (``None`` for logits).
+        dropout_rate: dropout before the classifier, in ``[0, 1)``.
+        name: model name (default ``mnasnet_a1_{100 * alpha:03d}``).
+
+    Returns:
+        A Keras model (tf_keras inside ``keras_lightnets.legacy``).
+    """
+    check_alpha(alpha, weights=None, pretrained=())
+    if weights == "imagenet":
+        raise ValueError(
+            "MnasNetA1 has no ImageNet weights (torchvision has no A1); `weights` must be None or "
+            "the path to a Keras weights file; received weights='imagenet'"
+        )
+    return _mnasnet(
+        A1_STAGES, alpha=alpha, input_shape=input_shape, include_top=include_top, weights=weights,
+        input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, dropout_rate=dropout_rate,
+        name=name or f"mnasnet_a1_{_alpha_text(alpha)}", imagenet_file=None, torch_mapping=None,
+    )
+
+
+preprocess_input = imagenet.preprocess_torch
+decode_predictions = imagenet.decode_predictions
+
+_FACTS = dict(family="mnasnet", input_size=224, preprocessing="torch", paper=PAPER)
+# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 (B1) and the paper's Table 1 (A1).
+# ``params`` is Keras' count (BatchNorm moving statistics included); the trainable
+# count equals torchvision's ``num_params`` (B1) and the paper's 3.9M (A1).
+for _alpha, _params, _trainable, _macs, _top1 in (
+    (0.5, 2_239_136, 2_218_512, 104_455_968, 67.734),
+    (0.75, 3_200_016, 3_170_208, 215_493_104, 71.180),
+    (1.0, 4_421_232, 4_383_312, 314_415_872, 73.456),
+    (1.3, 6_331_072, 6_282_256, 526_362_432, 76.506),
+):
+    register_model(f"mnasnet_b1_{_alpha_text(_alpha)}", MnasNetB1, {"alpha": _alpha}, params=_params,
+                   macs=_macs, top1=_top1, weights=("imagenet",),
+                   notes=f"{_trainable:,} trainable parameters (torchvision's num_params)", **_FACTS)
+register_model("mnasnet_a1_100", MnasNetA1, {"alpha": 1.0}, params=3_920_526, macs=311_579_072, top1=75.2,
+               weights=(), notes="3,887,038 trainable parameters; no ImageNet weights (torchvision has no A1)",
+               **_FACTS)

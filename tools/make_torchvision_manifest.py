@@ -1,0 +1,94 @@
+"""Write the torchvision entries of ``weights/manifest.json``.
+
+Lists torchvision's ImageNet checkpoints of the families ported from it --
+SqueezeNet, ShuffleNetV2 and MnasNet-B1 -- by the file names the family modules
+declare (``TORCHVISION_FILES``, copied from torchvision 0.24's weight enums).
+Each URL is ``https://download.pytorch.org/models/<file>``; torchvision names its
+files ``<name>-<first sha256 hex digits>.pth``, and that prefix is the entry's
+hash (``"sha256:<prefix>"``, which ``download.hash_matches`` accepts). The
+format ``"torchvision-pth"`` makes ``weights="imagenet"`` port the file and cache
+the converted Keras weights (see ``keras_lightnets.weights.torchvision``).
+
+Only entries whose ``source`` is ``torchvision`` (or whose name is one of these
+files) are replaced; everything else in the file is kept. A missing manifest is
+created. Run from anywhere::
+
+    python tools/make_torchvision_manifest.py [--output weights/manifest.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+SOURCE = "torchvision"
+LICENSE = "BSD-3-Clause"
+FORMAT = "torchvision-pth"
+FORMAT_VERSION = 1
+BASE_URL = "https://download.pytorch.org/models/"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "manifest.json"
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
+
+
+def _files_by_model() -> dict[str, str]:
+    """``{registry name: torchvision file name}`` from the family modules."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from keras_lightnets.models import mnasnet, shufflenet_v2, squeezenet
+
+    files = {f"squeezenet{v.replace('.', '_')}": f for v, f in squeezenet.TORCHVISION_FILES.items()}
+    files.update({f"shufflenet_v2_x{shufflenet_v2.width_text(a)}": f
+                  for a, f in shufflenet_v2.TORCHVISION_FILES.items()})
+    files.update({f"mnasnet_b1_{round(a * 100):03d}": f for a, f in mnasnet.TORCHVISION_FILES.items()})
+    return files
+
+
+def torchvision_entries(files_by_model: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{file name: manifest entry}`` of every torchvision checkpoint."""
+    entries = {}
+    for model, file_name in sorted((files_by_model or _files_by_model()).items()):
+        match = _HASH_IN_NAME.search(file_name)
+        if match is None:
+            raise ValueError(f"torchvision file name {file_name!r} carries no sha256 prefix")
+        entries[file_name] = {
+            "url": BASE_URL + file_name, "hash": f"sha256:{match.group(1)}", "format": FORMAT,
+            "input_size": 224, "include_top": True, "models": [model],
+            "source": SOURCE, "license": LICENSE,
+        }
+    return entries
+
+
+def merge(existing: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The manifest document with ``entries`` replacing the old torchvision ones."""
+    document = dict(existing or {})
+    files = {
+        name: entry for name, entry in (document.get("files") or {}).items()
+        if entry.get("source") != SOURCE and name not in entries
+    }
+    files.update(entries)
+    document.setdefault("format_version", FORMAT_VERSION)
+    document["files"] = files
+    return document
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="manifest to update (created if missing)")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    existing = json.loads(output.read_text(encoding="utf8")) if output.is_file() else None
+    entries = torchvision_entries()
+    document = merge(existing, entries)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf8")
+    tmp.replace(output)
+    kept = len(document["files"]) - len(entries)
+    print(f"wrote {len(entries)} torchvision entries ({kept} other entries kept) to {output}")
+
+
+if __name__ == "__main__":
+    main()
