@@ -12,6 +12,10 @@ serializable layer here, so that a graph never holds raw tensor arithmetic or a
 ``ChannelSplit``   equal split of the channel axis into ``groups`` tensors
 =================  ===========================================================
 
+Each layer is weightless (``get_prunable_weights()`` is empty) and declares its
+TFMOT ``QuantizeConfig`` through ``quantize_config()`` (see
+``keras_lightnets.compression.configs``; TFMOT is imported only then).
+
 All layers take and return channels-last tensors ``(batch, height, width, channels)``
 and keep the shape (``ChannelSplit`` returns ``groups`` tensors of
 ``channels / groups`` channels each).
@@ -60,14 +64,29 @@ def _define(flavour: str) -> dict[str, type]:
     register = functools.partial(keras.saving.register_keras_serializable, package=PACKAGE)
     Layer = keras.layers.Layer
 
-    class _Elementwise(Layer):
-        """Base for weightless shape-preserving layers (nothing to prune)."""
+    class _Weightless(Layer):
+        """Base of every layer here: no weights, so nothing to prune; a declared QuantizeConfig."""
 
-        def compute_output_shape(self, input_shape):
-            return input_shape
+        # "output": fake-quantize the output (the layer computes new values);
+        # "pass_through": quantize nothing (the layer only moves values).
+        quantize_mode = "output"
 
         def get_prunable_weights(self) -> list:
             return []
+
+        def quantize_config(self):
+            """This layer's TFMOT ``QuantizeConfig`` (imports TFMOT; see ``compression.configs``)."""
+            from keras_lightnets.compression import configs
+
+            if self.quantize_mode == "output":
+                return configs.OutputQuantizeConfig()
+            return configs.PassThroughQuantizeConfig()
+
+    class _Elementwise(_Weightless):
+        """Base for shape-preserving layers."""
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
 
     @register()
     class HardSigmoid(_Elementwise):
@@ -121,6 +140,8 @@ def _define(flavour: str) -> dict[str, type]:
         """Shuffle channels across ``groups``: channel ``g * (C/groups) + k`` moves to
         ``k * groups + g`` (torchvision's ``channel_shuffle``), on ``(N, H, W, C)``."""
 
+        quantize_mode = "pass_through"
+
         def __init__(self, groups: int = 2, **kwargs):
             super().__init__(**kwargs)
             self.groups = _check_groups("ChannelShuffle", groups)
@@ -140,8 +161,10 @@ def _define(flavour: str) -> dict[str, type]:
             return {**super().get_config(), "groups": self.groups}
 
     @register()
-    class ChannelSplit(Layer):
+    class ChannelSplit(_Weightless):
         """Split ``(N, H, W, C)`` into ``groups`` tensors of ``(N, H, W, C/groups)``."""
+
+        quantize_mode = "pass_through"
 
         def __init__(self, groups: int = 2, **kwargs):
             super().__init__(**kwargs)
@@ -158,9 +181,6 @@ def _define(flavour: str) -> dict[str, type]:
             channels = _check_channels("ChannelSplit", input_shape, self.groups)
             part = (*tuple(input_shape)[:-1], channels // self.groups)
             return [part] * self.groups
-
-        def get_prunable_weights(self) -> list:
-            return []
 
         def get_config(self):
             return {**super().get_config(), "groups": self.groups}

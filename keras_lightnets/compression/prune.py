@@ -1,0 +1,186 @@
+"""Magnitude pruning with TFMOT, for Keras 3 and tf_keras models.
+
+``prune`` wraps the chosen layers in TFMOT's ``PruneLowMagnitude`` (a Keras 3
+model is first translated to its tf_keras twin, see ``translate``); train the
+result with ``pruning_callbacks()`` (TFMOT's ``UpdatePruningStep``), then
+``strip`` the wrappers. ``sparsity_report`` measures the zeros per layer of any
+model, pruned, stripped, quantization-aware or plain, in either flavour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_lightnets.compression.translate import to_tf_keras
+
+DEFAULT_PRUNED = ("Conv2D", "Dense")
+KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+_WRAPPERS = ("PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate")
+
+LayerFilter = Callable[[object], bool] | Sequence[str | type] | None
+
+
+def unwrap(layer):
+    """The layer inside TFMOT wrappers (pruning, quantization), or ``layer`` itself."""
+    while type(layer).__name__ in _WRAPPERS:
+        layer = layer.layer
+    return layer
+
+
+def layer_filter(layers: LayerFilter, model) -> Callable[[object], bool]:
+    """``layers`` as a predicate over ``model``'s layers.
+
+    ``None``: Conv2D and Dense layers (exact classes: no depthwise convs); a callable
+    ``layer -> bool``; or a sequence of layer names, class names and classes.
+    Every name in the sequence must match a layer of ``model``.
+    """
+    if layers is None:
+        return lambda layer: type(layer).__name__ in DEFAULT_PRUNED
+    if callable(layers):
+        return layers
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise ValueError(
+            "`layers` must be None, a callable layer -> bool, or a list of layer names, "
+            f"class names or classes; received layers={layers!r}"
+        )
+    names = {s for s in layers if isinstance(s, str)}
+    classes = tuple(c for c in layers if isinstance(c, type))
+    known = {layer.name for layer in model.layers} | {type(layer).__name__ for layer in model.layers}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(
+            f"`layers` names {unknown[0]!r}, which is neither a layer name nor a layer class of model "
+            f"{model.name!r}; allowed values: its layer names or classes, e.g. {', '.join(DEFAULT_PRUNED)}"
+        )
+    return lambda layer: layer.name in names or type(layer).__name__ in names or isinstance(layer, classes)
+
+
+def _check_schedule(target_sparsity, begin_step, end_step, frequency) -> None:
+    if not isinstance(target_sparsity, int | float) or not 0.0 <= target_sparsity < 1.0:
+        raise ValueError(f"`target_sparsity` must be a number in [0, 1); received target_sparsity={target_sparsity!r}")
+    if not isinstance(begin_step, int) or begin_step < 0:
+        raise ValueError(f"`begin_step` must be an int >= 0; received begin_step={begin_step!r}")
+    if end_step is not None and (not isinstance(end_step, int) or end_step <= begin_step):
+        raise ValueError(f"`end_step` must be None or an int > begin_step={begin_step}; received end_step={end_step!r}")
+    if not isinstance(frequency, int) or frequency < 1:
+        raise ValueError(f"`frequency` must be an int >= 1 (steps between mask updates); received {frequency!r}")
+
+
+def prune(
+    model, target_sparsity: float = 0.5, begin_step: int = 0, end_step: int | None = None,
+    frequency: int = 100, layers: LayerFilter = None,
+):
+    """A tf_keras copy of ``model`` whose chosen layers are pruned while it trains.
+
+    With ``end_step=None`` the sparsity is ``target_sparsity`` from ``begin_step`` on
+    (constant schedule); otherwise it ramps up polynomially from 0 at ``begin_step``
+    to ``target_sparsity`` at ``end_step``. Masks are updated every ``frequency``
+    training steps. ``layers`` chooses what to prune (see ``layer_filter``); by
+    default every Conv2D/Dense kernel. Train with ``callbacks=pruning_callbacks()``.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    _check_schedule(target_sparsity, begin_step, end_step, frequency)
+    source = to_tf_keras(model)
+    chosen = layer_filter(layers, source)
+    sparsity = tfmot.sparsity.keras
+    if end_step is None:
+        schedule = sparsity.ConstantSparsity(float(target_sparsity), begin_step, frequency=frequency)
+    else:
+        schedule = sparsity.PolynomialDecay(0.0, float(target_sparsity), begin_step, end_step, frequency=frequency)
+    selected = [layer.name for layer in source.layers if type(layer).__name__ != "InputLayer" and chosen(layer)]
+    if not selected:
+        raise ValueError(f"`layers` selects no layer of model {model.name!r}; nothing to prune")
+    tf_keras = _tf_keras()
+
+    def wrap(layer):
+        if layer.name not in selected:
+            return layer
+        try:
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+        except ValueError as err:
+            raise ValueError(f"cannot prune layer {layer.name!r} ({type(layer).__name__}): {err}") from None
+
+    return tf_keras.models.clone_model(source, clone_function=wrap)
+
+
+def _tf_keras():
+    from keras_lightnets import _backend
+
+    return _backend.keras_module("tf_keras")
+
+
+def pruning_callbacks(log_dir: str | None = None) -> list:
+    """The callbacks a pruned model trains with: TFMOT's ``UpdatePruningStep``
+    (and ``PruningSummaries`` for TensorBoard when ``log_dir`` is given)."""
+    import tensorflow_model_optimization as tfmot
+
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    if log_dir is not None:
+        callbacks.append(tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir))
+    return callbacks
+
+
+def strip(model):
+    """``model`` without pruning wrappers (the pruned weights stay zero)."""
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot.sparsity.keras.strip_pruning(model)
+
+
+def is_pruned(model) -> bool:
+    """True when ``model`` still carries TFMOT pruning wrappers."""
+    return any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers)
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """Zeros in one kernel: ``zeros / size`` is the layer's sparsity (``layer``: the
+    name of the layer itself, not of a TFMOT wrapper around it)."""
+
+    layer: str
+    kind: str
+    weight: str
+    size: int
+    zeros: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.size if self.size else 0.0
+
+    def as_dict(self) -> dict:
+        return {"layer": self.layer, "class": self.kind, "weight": self.weight, "size": self.size,
+                "zeros": self.zeros, "sparsity": round(self.sparsity, 6)}
+
+
+def sparsity_report(model, layers: LayerFilter = None) -> list[LayerSparsity]:
+    """Per layer, the fraction of exact zeros in its kernels.
+
+    ``layers`` filters as in ``prune`` (default: Conv2D and Dense); layers inside
+    TFMOT wrappers are looked through.
+    """
+    chosen = layer_filter(layers, model) if layers is not None else None
+    rows = []
+    for wrapper in model.layers:
+        layer = unwrap(wrapper)
+        if chosen is not None and not (chosen(layer) or chosen(wrapper)):
+            continue
+        if chosen is None and type(layer).__name__ not in DEFAULT_PRUNED:
+            continue
+        for attribute in KERNEL_ATTRIBUTES:
+            variable = getattr(layer, attribute, None)
+            if variable is None:
+                continue
+            values = np.asarray(variable)
+            rows.append(LayerSparsity(layer.name, type(layer).__name__, attribute, int(values.size),
+                                      int(np.count_nonzero(values == 0))))
+    return rows
+
+
+def overall_sparsity(rows: Sequence[LayerSparsity]) -> float:
+    """Zeros over all weights of a ``sparsity_report``."""
+    size = sum(r.size for r in rows)
+    return sum(r.zeros for r in rows) / size if size else 0.0

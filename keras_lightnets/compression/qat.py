@@ -1,0 +1,106 @@
+"""Quantization-aware training (TFMOT 8-bit) for every model of the package.
+
+``quantize_aware`` annotates each layer of the model's tf_keras twin: the
+package's layers with the config they declare, Keras' ``Multiply`` /
+``Rescaling`` / stray ``BatchNormalization`` with ``configs.OutputQuantizeConfig``,
+everything else with TFMOT's default 8-bit registry, then applies TFMOT. A model
+that was pruned keeps its zeros through QAT (TFMOT's prune-preserving scheme).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+from keras_lightnets.compression.prune import is_pruned, overall_sparsity, sparsity_report, strip
+from keras_lightnets.compression.translate import to_tf_keras
+
+# Layers TFMOT's layout transforms replace or fold before its registry is asked.
+_HANDLED_BY_TRANSFORMS = ("SeparableConv2D", "BatchNormalization")
+# A model at least this sparse (Conv2D/Dense kernels) keeps its zeros by default.
+SPARSE_ENOUGH = 0.2
+
+
+class QuantizationError(ValueError):
+    """A layer has no 8-bit quantization config."""
+
+
+@contextlib.contextmanager
+def quantize_scope() -> Iterator[None]:
+    """Everything needed to load a saved QAT model (tf_keras ``load_model``): TFMOT's
+    scope plus the package's layers and QuantizeConfigs."""
+    import tensorflow_model_optimization as tfmot
+
+    from keras_lightnets.compression import configs
+    from keras_lightnets.layers import custom_objects
+
+    with tfmot.quantization.keras.quantize_scope({**custom_objects("tf_keras"), **configs.CONFIG_CLASSES}):
+        yield
+
+
+def _annotator(quantize_configs: Mapping[str, object]):
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    from keras_lightnets.compression import configs
+
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+
+    def annotate_layer(layer):
+        if type(layer).__name__ == "InputLayer":
+            return layer
+        config = quantize_configs.get(layer.name) or configs.config_for(layer)
+        if config is not None:
+            return annotate(layer, quantize_config=config)
+        if registry.supports(layer) or type(layer).__name__ in _HANDLED_BY_TRANSFORMS:
+            return annotate(layer)
+        raise QuantizationError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has no 8-bit QuantizeConfig: TFMOT's default "
+            "scheme does not support it. Pass quantize_aware(..., quantize_configs={"
+            f"{layer.name!r}: a tfmot QuantizeConfig}}), or replace the layer."
+        )
+
+    return annotate_layer
+
+
+def quantize_aware(model, *, preserve_sparsity: bool | None = None,
+                   quantize_configs: Mapping[str, object] | None = None):
+    """A tf_keras QAT model of ``model`` (Keras 3 or tf_keras, pruned or not).
+
+    ``preserve_sparsity``: keep pruned zeros through QAT (TFMOT's
+    ``Default8BitPrunePreserveQuantizeScheme``); ``None`` chooses it when the model
+    was pruned (wrappers are stripped first) or its Conv2D/Dense kernels are at
+    least 20% zeros. ``quantize_configs`` maps layer names to your own TFMOT
+    ``QuantizeConfig``s for layers the package does not know. Compile and train
+    the result as usual, then export it with ``keras_lightnets.export.to_tflite``.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    if preserve_sparsity not in (None, True, False):
+        raise ValueError(f"`preserve_sparsity` must be None, True or False; received {preserve_sparsity!r}")
+    source = to_tf_keras(model)
+    if is_pruned(source):
+        source = strip(source)
+        preserve_sparsity = True if preserve_sparsity is None else preserve_sparsity
+    if preserve_sparsity is None:
+        preserve_sparsity = overall_sparsity(sparsity_report(source)) >= SPARSE_ENOUGH
+    from keras_lightnets import _backend
+
+    tf_keras = _backend.keras_module("tf_keras")
+    annotated = tf_keras.models.clone_model(source, clone_function=_annotator(dict(quantize_configs or {})))
+    if preserve_sparsity:
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+            default_8bit_prune_preserve_quantize_scheme as prune_preserve,
+        )
+
+        scheme = prune_preserve.Default8BitPrunePreserveQuantizeScheme()
+    else:
+        scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    with quantize_scope():
+        try:
+            return tfmot.quantization.keras.quantize_apply(annotated, scheme)
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {err}") from err
