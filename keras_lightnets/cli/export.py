@@ -1,0 +1,26 @@
+"""``lightnets export``: the TFLite converter as a subcommand (see ``keras_lightnets.export.convert``).
+
+Wiring, in ``build_parser``::
+
+    p = commands.add_parser("export", help="convert a model to TensorFlow Lite")
+    export.add_arguments(p)
+    p.set_defaults(run=export.run)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from keras_lightnets.export import convert
+
+PROG = "lightnets export"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the converter's options to the ``export`` subparser."""
+    convert.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert as ``tools/convert_tflite.py`` does; exit code 0, 1 (failure) or 2 (bad arguments or data)."""
+    return convert.run(args, prog=PROG)

@@ -1,0 +1,627 @@
+"""TFLite export: ``to_tflite`` in every mode for Keras 3, tf_keras and TFMOT QAT models,
+``verify_tflite``, ``benchmark_tflite``, atomic writes, argument errors, and the converter
+command line (in-process, as ``lightnets export`` and as a ``tools/convert_tflite.py`` process).
+
+Models are small (32x32 inputs, 3-5 classes) so the whole file runs in a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import image_batch, randomize_weights
+
+import keras_lightnets
+from keras_lightnets import legacy
+from keras_lightnets.export import (
+    QUANTIZATION_MODES,
+    ConversionError,
+    benchmark_tflite,
+    convert,
+    describe_tflite,
+    is_qat_model,
+    to_tflite,
+    verify_tflite,
+)
+from keras_lightnets.export import tflite as tflite_module
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+# --------------------------------------------------------------------------- helpers and fixtures
+
+def separable_images(n: int, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 32, 32, 3)`` float pixels whose class is the brighter channel, and the labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.uniform(0, 120, (n, SIZE, SIZE, 3)).astype("float32")
+    images[np.arange(n), :, :, labels] += 120.0
+    return images, labels
+
+
+def to_unit(pixels: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 255] -> [-1, 1] (``preprocess_input`` mode "tf")."""
+    return pixels / 127.5 - 1.0
+
+
+def tiny_keras3_classifier(classes: int = 3):
+    """A Keras 3 conv net trained for a few epochs on ``separable_images`` mapped to [-1, 1] (about 100 %
+    accurate). Its int8 input scale is about 2/255, so input quantization errors show."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="tiny")
+    images, labels = separable_images(240, classes)
+    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy")
+    model.fit(to_unit(images), labels, epochs=12, batch_size=32, verbose=0)
+    return model
+
+
+def tiny_qat_model():
+    """A plain tf_keras conv net (standard layers), trained, then TFMOT ``quantize_model`` + one epoch."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((SIZE, SIZE, 3))
+    x = layers.Conv2D(8, 3, strides=2)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(3)(x)
+    outputs = layers.Softmax()(x)
+    model = tf_keras.Model(inputs, outputs)
+    images, labels = separable_images(240)
+    model.compile(tf_keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=8, batch_size=32, verbose=0)
+    qat = tfmot.quantization.keras.quantize_model(model)
+    qat.compile(tf_keras.optimizers.Adam(0.001), "sparse_categorical_crossentropy")
+    qat.fit(images, labels, epochs=2, batch_size=32, verbose=0)
+    return qat
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return image_batch(SIZE, batch=12)
+
+
+@pytest.fixture(scope="module")
+def keras3_model():
+    model = keras_lightnets.create_model("mobilenet_v3_small_075", weights=None, input_shape=(SIZE, SIZE, 3), classes=5)
+    randomize_weights(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tf_keras_model():
+    model = legacy.create_model("mobilenet_v2_035", weights=None, input_shape=(SIZE, SIZE, 3), classes=5)
+    randomize_weights(model)
+    return model
+
+
+def _export_all_modes(model, images, folder: Path) -> dict[str, tuple]:
+    results = {}
+    for mode in QUANTIZATION_MODES:
+        report = to_tflite(model, folder / f"{mode}.tflite", mode, images if mode == "int8" else None)
+        results[mode] = (report, verify_tflite(report.path, model, images))
+    return results
+
+
+@pytest.fixture(scope="module")
+def keras3_exports(keras3_model, images, tmp_path_factory):
+    return _export_all_modes(keras3_model, images, tmp_path_factory.mktemp("keras3"))
+
+
+@pytest.fixture(scope="module")
+def tf_keras_exports(tf_keras_model, images, tmp_path_factory):
+    return _export_all_modes(tf_keras_model, images, tmp_path_factory.mktemp("tf_keras"))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_keras3_classifier()
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny, tmp_path_factory):
+    """The tiny classifier as an int8 file, calibrated on 60 separable images."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny_int8.tflite"
+    return to_tflite(tiny, path, "int8", to_unit(separable_images(60, seed=1)[0]))
+
+
+@pytest.fixture
+def no_conversion(monkeypatch):
+    """Make any start of conversion work fail the test (argument errors must come first)."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("conversion started before the arguments were checked")
+
+    monkeypatch.setattr(tflite_module, "_converter", forbidden)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --------------------------------------------------------------------------- to_tflite: modes and flavours
+
+@pytest.mark.parametrize("exports_name", ["keras3_exports", "tf_keras_exports"])
+def test_every_mode_writes_a_described_file(exports_name, request):
+    exports = request.getfixturevalue(exports_name)
+    flavour = "keras" if exports_name == "keras3_exports" else "tf_keras"
+    for mode, (report, _) in exports.items():
+        assert report.quantization == mode and report.flavour == flavour and not report.qat
+        assert os.path.getsize(report.path) == report.size_bytes
+        assert report.inputs[0].shape == [1, SIZE, SIZE, 3] and report.outputs[0].shape == [1, 5]
+        assert report.op_counts["CONV_2D"] > 0 and report.op_counts["SOFTMAX"] == 1
+        assert report.as_dict()["inputs"][0]["dtype"] == report.inputs[0].dtype
+        json.dumps(report.as_dict())
+    sizes = {mode: report.size_bytes for mode, (report, _) in exports.items()}
+    assert sizes["none"] > sizes["float16"] > sizes["dynamic"]
+    assert sizes["none"] > 2.5 * sizes["int8"]
+
+
+@pytest.mark.parametrize("exports_name", ["keras3_exports", "tf_keras_exports"])
+@pytest.mark.parametrize("mode, tolerance", [("none", 1e-5), ("float16", 2e-3), ("dynamic", 2e-2)])
+def test_float_modes_match_keras(exports_name, mode, tolerance, request):
+    report, verify = request.getfixturevalue(exports_name)[mode]
+    assert report.inputs[0].dtype == report.outputs[0].dtype == "float32"
+    assert report.inputs[0].scale is None and report.representative_samples == 0
+    assert verify.input_dtype == "float32" and verify.samples == 12
+    assert verify.max_abs_diff < tolerance
+    assert verify.top1_agreement is not None
+
+
+def test_float16_file_dequantizes_its_weights(keras3_exports):
+    report, _ = keras3_exports["float16"]
+    assert report.op_counts["DEQUANTIZE"] > 0
+    assert "DEQUANTIZE" not in keras3_exports["none"][0].op_counts
+
+
+@pytest.mark.parametrize("exports_name", ["keras3_exports", "tf_keras_exports"])
+def test_int8_has_int8_io_and_no_float_op(exports_name, request):
+    report, verify = request.getfixturevalue(exports_name)["int8"]
+    for tensor in report.inputs + report.outputs:
+        assert tensor.dtype == "int8"
+        assert tensor.scale > 0 and -128 <= tensor.zero_point <= 127
+    assert report.float_ops == []
+    assert not {"QUANTIZE", "DEQUANTIZE"} & set(report.op_counts)
+    assert report.representative_samples == 12
+    assert verify.input_dtype == verify.output_dtype == "int8"
+    # random weights: the dequantized softmax stays close to the float one
+    assert verify.mean_abs_diff < 0.02
+
+
+def test_int8_of_a_trained_classifier_agrees_with_keras(tiny, tiny_int8):
+    images, labels = separable_images(90, seed=2)
+    verify = verify_tflite(tiny_int8.path, tiny, to_unit(images), labels=labels)
+    assert abs(tiny_int8.inputs[0].scale - 2 / 255) < 1e-3
+    assert verify.keras_accuracy >= 0.95
+    assert verify.top1_agreement >= 0.95
+    assert verify.tflite_accuracy >= 0.9
+    assert verify.mean_abs_diff < 0.05
+    assert set(verify.as_dict()) >= {"max_abs_diff", "mean_abs_diff", "top1_agreement", "keras_accuracy"}
+
+
+def test_int8_without_representative_data_is_a_clear_error(tiny, tmp_path, no_conversion):
+    with pytest.raises(ValueError, match="representative_data") as info:
+        to_tflite(tiny, tmp_path / "m.tflite", "int8")
+    assert "(N, 32, 32, 3)" in str(info.value)
+    assert _files(tmp_path) == []
+
+
+def test_qat_model_converts_to_int8_without_data(tmp_path):
+    qat = tiny_qat_model()
+    assert is_qat_model(qat)
+    report = to_tflite(qat, tmp_path / "qat.tflite", "int8")
+    assert report.qat and report.flavour == "tf_keras" and report.representative_samples == 0
+    assert report.inputs[0].dtype == report.outputs[0].dtype == "int8"
+    assert report.float_ops == []
+    images, labels = separable_images(60, seed=3)
+    verify = verify_tflite(report.path, qat, images, labels=labels)
+    assert verify.keras_accuracy >= 0.9 and verify.tflite_accuracy >= 0.9
+    assert verify.top1_agreement >= 0.9
+    with pytest.raises(ValueError, match="quantization='int8' only"):
+        to_tflite(qat, tmp_path / "qat_dynamic.tflite", "dynamic")
+
+
+def test_plain_models_are_not_qat(keras3_model, tf_keras_model):
+    assert not is_qat_model(keras3_model) and not is_qat_model(tf_keras_model)
+
+
+def test_open_input_size_needs_input_shape_then_converts_with_iterable_data(tmp_path):
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    with pytest.raises(ValueError, match="input_shape"):
+        to_tflite(model, tmp_path / "open.tflite")
+    batches = (image_batch(24, batch=4, seed=s) for s in range(5))
+    report = to_tflite(model, tmp_path / "open.tflite", "int8", batches, input_shape=(24, 24, 3), batch_size=2,
+                       num_samples=16)
+    assert report.inputs[0].shape == [2, 24, 24, 3] and report.batch_size == 2
+    assert report.representative_samples == 16
+    verify = verify_tflite(report.path, model, image_batch(24, batch=5))  # 5 images: the last batch is padded
+    assert verify.samples == 5 and verify.mean_abs_diff < 0.05
+
+
+def test_ops_left_in_float_are_named_and_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Lambda(keras.ops.sin)(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    data = image_batch(8, batch=4)
+    with pytest.raises(ConversionError, match=r"float ops: SIN x1.*allow_float_ops"):
+        to_tflite(model, tmp_path / "sin.tflite", "int8", data)
+    assert _files(tmp_path) == []
+    report = to_tflite(model, tmp_path / "sin.tflite", "int8", data, allow_float_ops=True)
+    assert "SIN" in report.float_ops and {"QUANTIZE", "DEQUANTIZE"} <= set(report.float_ops)
+
+
+def test_ops_without_a_builtin_kernel_are_named(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(keras.ops.erf)(inputs))
+    with pytest.raises(ConversionError, match="ops without a TFLite builtin kernel: Erf") as info:
+        to_tflite(model, tmp_path / "erf.tflite")
+    assert "\n" not in str(info.value)
+    assert _files(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- argument errors
+
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    ({"quantization": "int4"}, ValueError, r"`quantization` must be one of 'none', 'float16', 'dynamic', 'int8'"),
+    ({"quantization": "int8", "representative_data": np.zeros((4, 16, 16, 3))}, ValueError, r"\(N, 32, 32, 3\)"),
+    ({"quantization": "int8", "representative_data": np.zeros((32, 32, 3))}, ValueError, "shape"),
+    ({"quantization": "int8", "representative_data": np.full((2, 32, 32, 3), "a")}, ValueError, "dtype"),
+    ({"quantization": "int8", "representative_data": np.zeros((2, 32, 32, 3), bool)}, ValueError, "dtype"),
+    ({"quantization": "int8", "representative_data": np.full((2, 32, 32, 3), np.nan)}, ValueError, "NaN"),
+    ({"quantization": "int8", "representative_data": []}, ValueError, "empty"),
+    ({"quantization": "int8", "representative_data": 3}, ValueError, "representative_data"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"input_shape": (16, 16, 3)}, ValueError, "input_shape"),
+    ({"input_shape": (32, 32)}, ValueError, "input_shape"),
+])
+def test_bad_arguments_fail_before_conversion(tiny, tmp_path, no_conversion, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        to_tflite(tiny, tmp_path / "m.tflite", **kwargs)
+    assert _files(tmp_path) == []
+
+
+def test_bad_path_and_model(tiny, tmp_path, no_conversion):
+    with pytest.raises(FileNotFoundError, match=r"`path`.*does not exist"):
+        to_tflite(tiny, tmp_path / "missing" / "m.tflite")
+    with pytest.raises(ValueError, match=r"`path`.*is a folder"):
+        to_tflite(tiny, tmp_path)
+    with pytest.raises(ValueError, match="`model` must be a Keras 3 or tf_keras Model"):
+        to_tflite(object(), tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="`model` must be a Keras 3 or tf_keras Model"):
+        to_tflite(tiny.layers[-1], tmp_path / "m.tflite")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+def test_failed_conversion_leaves_no_file(tiny, tmp_path, monkeypatch):
+    def interrupted(converter, quantization):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tflite_module, "_convert", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        to_tflite(tiny, tmp_path / "m.tflite")
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_write_interrupted_midway_leaves_old_file_and_no_temp(tiny, tiny_int8, tmp_path, monkeypatch, failing):
+    content = Path(tiny_int8.path).read_bytes()
+    monkeypatch.setattr(tflite_module, "_convert", lambda converter, quantization: content)
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous")
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tflite_module.os, failing, broken)
+    with pytest.raises(KeyboardInterrupt):
+        to_tflite(tiny, target)
+    monkeypatch.undo()
+    assert _files(tmp_path) == ["m.tflite"] and target.read_bytes() == b"previous"
+
+
+# --------------------------------------------------------------------------- describe, verify, benchmark
+
+def test_describe_reads_the_flatbuffer(tiny_int8):
+    from_path = describe_tflite(tiny_int8.path)
+    from_bytes = describe_tflite(Path(tiny_int8.path).read_bytes())
+    assert from_path == from_bytes
+    assert from_path.op_counts == tiny_int8.op_counts
+    assert from_path.op_counts["CONV_2D"] == 1 and from_path.op_counts["FULLY_CONNECTED"] == 1
+    assert from_path.inputs[0].zero_point == tiny_int8.inputs[0].zero_point
+
+
+def test_verify_rejects_bad_data(tiny, tiny_int8, tmp_path):
+    with pytest.raises(ValueError, match=r"\(N, 32, 32, 3\)"):
+        verify_tflite(tiny_int8.path, tiny, np.zeros((2, 16, 16, 3), "float32"))
+    with pytest.raises(ValueError, match="labels"):
+        verify_tflite(tiny_int8.path, tiny, np.zeros((2, 32, 32, 3), "float32"), labels=[0.5, 1.5])
+    with pytest.raises(FileNotFoundError, match="path"):
+        verify_tflite(tmp_path / "none.tflite", tiny, np.zeros((2, 32, 32, 3), "float32"))
+
+
+def test_benchmark_reports_latency_and_memory(tiny_int8):
+    report = benchmark_tflite(tiny_int8.path, threads=1, runs=5, warmup=1)
+    assert report.runs == 5 and report.threads == 1
+    for value in (report.median_ms, report.p90_ms, report.mean_ms, report.min_ms, report.peak_memory_kib):
+        assert value > 0
+    assert report.p90_ms >= report.median_ms >= report.min_ms
+    assert report.extra["child_modules"] == []  # the child never imported TensorFlow or Keras
+    assert set(report.as_dict()) >= {"median_ms", "p90_ms", "peak_memory_kib", "memory_method"}
+    with pytest.raises(ValueError, match="threads"):
+        benchmark_tflite(tiny_int8.path, threads=0)
+
+
+def test_export_imports_are_light():
+    code = (
+        "import sys\n"
+        "import keras_lightnets.export, keras_lightnets.export.convert, keras_lightnets.cli.export\n"
+        "from keras_lightnets.export.convert import main\n"
+        "assert main(['--help']) == 0\n"
+        "heavy = ('tensorflow', 'keras', 'tf_keras', 'tensorflow_model_optimization', 'tensorflow_datasets',"
+        " 'ai_edge_litert', 'torch')\n"
+        "print('heavy:', ','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "usage: convert_tflite" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "heavy:"
+
+
+# --------------------------------------------------------------------------- the converter command line
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """3 class folders of 4 PNGs each (40x40, class = the bright channel) plus one corrupt file."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(5)
+    for label, name in enumerate(["a_red", "b_green", "c_blue"]):  # like separable_images: label = bright channel
+        (root / name).mkdir()
+        for i in range(4):
+            pixels = rng.uniform(0, 120, (40, 40, 3))
+            pixels[..., label] += 120
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels.astype("uint8")).numpy())
+    (root / "a_red" / "broken.png").write_bytes(b"not a png at all")
+    return root
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory, tiny) -> Path:
+    path = tmp_path_factory.mktemp("files") / "tiny.keras"
+    tiny.save(path)
+    return path
+
+
+def _run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = convert.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_registry_model_npy_int8_verify_benchmark(tmp_path, capsys):
+    data = tmp_path / "data.npy"
+    np.save(data, image_batch(SIZE, batch=10).astype("uint8"))
+    out = tmp_path / "out" / "shuffle.tflite"
+    out.parent.mkdir()
+    code, stdout, stderr = _run_cli(capsys, [
+        "shufflenet_v2_x0_5", "--input-size", "32", "--classes", "5", "-q", "int8",
+        "--data", str(data), "--verify", "--benchmark", "--runs", "3", "--warmup", "1", "-o", str(out),
+    ])
+    assert code == 0, stderr
+    assert _files(out.parent) == ["shuffle.json", "shuffle.tflite"]  # 5 classes, no names: no labels file
+    report = json.loads((out.parent / "shuffle.json").read_text())
+    assert report["model"]["kind"] == "registry" and report["model"]["preprocessing"] == "torch"
+    assert report["model"]["weights"] == "none"  # default "auto": no ImageNet weights for 5 classes
+    assert report["export"]["path"] == str(out) and report["export"]["inputs"][0]["dtype"] == "int8"
+    assert report["export"]["size_bytes"] == out.stat().st_size
+    assert report["data"]["samples"] == 10 and report["verify"]["samples"] == 10
+    assert report["verify"]["top1_agreement"] is not None and report["benchmark"]["median_ms"] > 0
+    assert report["outputs"]["labels"] is None
+    assert f"wrote {out}" in stdout and "verify:" in stdout and "benchmark:" in stdout
+    assert "converting to TFLite (quantization=int8): done in" in stderr  # progress lines with timings
+
+
+def test_cli_keras_file_with_image_folder_writes_labels(tmp_path, capsys, keras_file, image_folder):
+    out = tmp_path / "tiny.tflite"
+    code, _, stderr = _run_cli(capsys, [
+        str(keras_file), "-q", "int8", "--data", str(image_folder), "--preprocessing", "tf", "--verify",
+        "-o", str(out), "--quiet",
+    ])
+    assert code == 0, stderr
+    assert stderr == ""
+    assert _files(tmp_path) == ["tiny.json", "tiny.labels.txt", "tiny.tflite"]
+    assert (tmp_path / "tiny.labels.txt").read_text().splitlines() == ["a_red", "b_green", "c_blue"]
+    report = json.loads((tmp_path / "tiny.json").read_text())
+    assert report["model"]["kind"] == "keras" and report["model"]["preprocessing"] == "tf"
+    assert report["data"]["samples"] == 12 and report["data"]["skipped"] == 1
+    assert report["data"]["skipped_files"][0].endswith("broken.png")
+    assert report["outputs"]["labels_from"] == "data"
+    assert report["verify"]["keras_accuracy"] >= 0.9 and report["verify"]["top1_agreement"] >= 0.9
+
+
+def test_cli_qat_h5_model_to_int8_without_data(tmp_path, capsys):
+    qat = tiny_qat_model()
+    path = tmp_path / "qat.h5"
+    qat.save(path)
+    code, _, stderr = _run_cli(capsys, [str(path), "-q", "int8", "-o", str(tmp_path / "qat_int8.tflite"), "--quiet"])
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "qat_int8.json").read_text())
+    assert report["model"]["qat"] and report["model"]["flavour"] == "tf_keras"
+    assert report["export"]["qat"] and report["export"]["float_ops"] == []
+
+
+def test_cli_tf_keras_savedmodel_folder(tmp_path, capsys):
+    import tf_keras
+
+    inputs = tf_keras.Input((SIZE, SIZE, 3))
+    x = tf_keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, activation="softmax")(x))
+    model.save(tmp_path / "saved")
+    code, _, stderr = _run_cli(capsys, [str(tmp_path / "saved"), "-q", "float16", "--data", "random",
+                                        "--num-samples", "4", "--verify", "-o", str(tmp_path / "sm.tflite"), "--quiet"])
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "sm.json").read_text())
+    assert report["model"]["kind"] == "saved_model" and report["model"]["flavour"] == "tf_keras"
+    assert report["verify"]["max_abs_diff"] < 1e-3 and report["data"]["source"] == "random"
+
+
+def test_lightnets_export_subcommand_with_digits(tmp_path, capsys):
+    from keras_lightnets.cli import export
+
+    parser = argparse.ArgumentParser(prog="lightnets")
+    export.add_arguments(parser.add_subparsers(dest="command").add_parser("export"))
+    args = parser.parse_args([
+        "export", "mobilenet_v3_small_075", "--flavour", "tf_keras", "--weights", "none", "--input-size", "32",
+        "--classes", "10", "-q", "float16", "--data", "digits", "--num-samples", "8", "--verify",
+        "-o", str(tmp_path / "digits.tflite"),
+    ])
+    assert export.run(args) == 0, capsys.readouterr().err
+    assert (tmp_path / "digits.labels.txt").read_text().splitlines() == [str(d) for d in range(10)]
+    report = json.loads((tmp_path / "digits.json").read_text())
+    assert report["model"]["flavour"] == "tf_keras" and report["verify"]["max_abs_diff"] < 2e-3
+    assert report["verify"]["keras_accuracy"] is not None
+    assert "lightnets export: " in capsys.readouterr().err
+
+
+def test_cli_default_output_name_and_imagenet_labels(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = _run_cli(capsys, ["mobilenet_v3_small_075", "--weights", "none", "--input-size", "32",
+                                        "--classes", "1000", "--quiet"])
+    assert code == 0, stderr
+    assert _files(tmp_path) == ["mobilenet_v3_small_075_none.json", "mobilenet_v3_small_075_none.labels.txt",
+                                "mobilenet_v3_small_075_none.tflite"]
+    labels = (tmp_path / "mobilenet_v3_small_075_none.labels.txt").read_text().splitlines()
+    assert len(labels) == 1000 and labels[0] == "tench"
+
+
+def _bad_inputs(tmp: Path, keras_file: Path, image_folder: Path) -> dict[str, tuple[list[str], int, str]]:
+    np.save(tmp / "small.npy", np.zeros((3, 16, 16, 3), "float32"))
+    np.save(tmp / "complex.npy", np.zeros((3, 32, 32, 3), "complex64"))
+    (tmp / "garbage.keras").write_bytes(b"this is not a zip file")
+    one_class = tmp / "one_class" / "only"
+    one_class.mkdir(parents=True)
+    (one_class / "a.png").write_bytes((image_folder / "a_red" / "0.png").read_bytes())
+    tiny = ["mobilenet_v3_small_075", "--weights", "none", "--input-size", "32", "--classes", "3"]
+    return {
+        "missing model file": ([str(tmp / "nope.keras")], 2, "does not exist"),
+        "unknown model name": (["resnet50"], 2, "unknown model 'resnet50'"),
+        "unknown mode": ([*tiny, "-q", "int4"], 2, "invalid choice: 'int4'"),
+        "npy of the wrong size": ([*tiny, "--data", str(tmp / "small.npy")], 2, r"shape \(3, 16, 16, 3\)"),
+        "npy of the wrong dtype": ([*tiny, "--data", str(tmp / "complex.npy")], 2, "dtype complex64"),
+        "missing npy": ([*tiny, "--data", str(tmp / "none.npy")], 2, "does not exist"),
+        "unknown data source": ([*tiny, "--data", "imagenet"], 2, "--data must be"),
+        "folder with one class": ([*tiny, "--data", str(tmp / "one_class")], 2, "at least two classes"),
+        "tfds not prepared": ([*tiny, "--data", "tfds:no_such_dataset_xyz", "--data-dir", str(tmp)], 2, "tfds"),
+        "int8 without data": ([*tiny, "-q", "int8"], 2, "needs --data"),
+        "int8 of a float file without data": ([str(keras_file), "-q", "int8"], 2, "float .*model needs --data"),
+        "verify without data": ([*tiny, "--verify"], 2, "--verify needs --data"),
+        "missing output folder": ([*tiny, "-o", str(tmp / "no" / "m.tflite")], 2, "--output folder"),
+        "registry option on a file": ([str(keras_file), "--classes", "3"], 2, "--classes only apply"),
+        "input size of a fixed model": ([str(keras_file), "--input-size", "16"], 2, "--input-size 16x16 does not fit"),
+        "unloadable model file": ([str(tmp / "garbage.keras")], 1, "cannot load"),
+        "folder that is no SavedModel": ([str(image_folder)], 2, "not a SavedModel"),
+    }
+
+
+BAD_CASES = [
+    "missing model file", "unknown model name", "unknown mode", "npy of the wrong size", "npy of the wrong dtype",
+    "missing npy", "unknown data source", "folder with one class", "tfds not prepared", "int8 without data",
+    "int8 of a float file without data", "verify without data", "missing output folder",
+    "registry option on a file", "input size of a fixed model", "unloadable model file", "folder that is no SavedModel",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_cli_bad_inputs_one_line_and_no_output(case, tmp_path, capsys, keras_file, image_folder):
+    argv, expected_code, pattern = _bad_inputs(tmp_path, keras_file, image_folder)[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    before = _files(tmp_path)
+    if "-o" not in argv:
+        argv = [*argv, "-o", str(out / "m.tflite")]
+    code, stdout, stderr = _run_cli(capsys, [*argv, "--quiet"])
+    assert code == expected_code, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert_tflite: error: "), stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert stdout == "" and _files(out) == [] and _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("failing_step", ["verify_tflite", "benchmark_tflite"])
+def test_cli_failure_after_conversion_removes_everything(failing_step, tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(tflite_module, failing_step, broken)
+    code, _, stderr = _run_cli(capsys, [
+        "mobilenet_v3_small_075", "--weights", "none", "--input-size", "32", "--classes", "3", "--data", "random",
+        "--num-samples", "2", "--verify", "--benchmark", "-o", str(tmp_path / "m.tflite"), "--quiet",
+    ])
+    assert code == 1
+    assert stderr.strip() == "convert_tflite: error: RuntimeError: simulated failure"
+    assert _files(tmp_path) == []
+
+
+def test_cli_conversion_failure_exits_1(tmp_path, capsys, monkeypatch):
+    def refused(converter, quantization):
+        raise ConversionError("int8 conversion left float ops: SIN x1")
+
+    monkeypatch.setattr(tflite_module, "_convert", refused)
+    code, _, stderr = _run_cli(capsys, ["mobilenet_v3_small_075", "--weights", "none", "--input-size", "32",
+                                        "--classes", "3", "-o", str(tmp_path / "m.tflite"), "--quiet"])
+    assert code == 1 and stderr == "convert_tflite: error: int8 conversion left float ops: SIN x1\n"
+    assert _files(tmp_path) == []
+
+
+def test_convert_script_runs_as_a_process(tmp_path):
+    script = str(ROOT / "tools" / "convert_tflite.py")
+    np.save(tmp_path / "data.npy", image_batch(SIZE, batch=6))
+    out = tmp_path / "m.tflite"
+    result = subprocess.run(
+        [sys.executable, script, "mobilenet_v2_035", "--weights", "none", "--input-size", "32", "--classes", "4",
+         "-q", "int8", "--data", str(tmp_path / "data.npy"), "--verify", "-o", str(out)],
+        capture_output=True, text=True, timeout=300, env=ENV, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
+    assert _files(tmp_path) == ["data.npy", "m.json", "m.tflite"]
+    assert json.loads((tmp_path / "m.json").read_text())["verify"]["input_dtype"] == "int8"
+    bad = subprocess.run([sys.executable, script, str(tmp_path / "missing.h5")], capture_output=True, text=True,
+                         timeout=120, env=ENV, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"convert_tflite: error: model file {str(tmp_path / 'missing.h5')!r} "
+                                               "does not exist"]
