@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="demo-output", help="folder for registry.json")
     p.add_argument("--models", default="*", help="shell-style pattern of the models to run (default: all)")
     p.set_defaults(run=_cmd_demo)
+    from keras_lightnets.cli import export, train
+
+    p = commands.add_parser("train", help="fine-tune a registry model on digits, an image folder or a TFDS dataset")
+    train.add_arguments(p)
+    p.set_defaults(run=train.run)
+    p = commands.add_parser("export", help="convert a model to TensorFlow Lite (also tools/convert_tflite.py)")
+    export.add_arguments(p)
+    p.set_defaults(run=export.run)
     return parser
 
 

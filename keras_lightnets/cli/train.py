@@ -1,0 +1,155 @@
+"""``lightnets train NAME --data SRC ...``: transfer learning of a registry model.
+
+Writes ``best.keras``, ``history.csv``, ``history.png`` and ``checkpoints/`` to
+``--output``. Exit codes: 0 success, 2 bad arguments, 1 failure, each failure
+with one line on stderr (``lightnets: error: ...``). Runs standalone as
+``python -m keras_lightnets.cli.train NAME ...`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+WEIGHTS_HELP = (
+    "starting weights: 'imagenet' (downloaded or cached), 'auto' (ImageNet when already in the Keras cache "
+    "or $KERAS_LIGHTNETS_WEIGHTS_DIR, else train from scratch; never downloads), 'none' (from scratch), "
+    "or the path of a weights file"
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}")
+    return value
+
+
+def _natural_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number; received {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` command's arguments to ``parser``."""
+    parser.add_argument("name", help="registered model name (see `lightnets list`)")
+    parser.add_argument("--data", default="digits", metavar="SRC",
+                        help="'digits' (bundled, default), a folder with one subfolder of images per class, "
+                             "or 'tfds:NAME[:SPLIT]' (a TFDS dataset prepared in --data-dir)")
+    parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: TFDS's own)")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="use at most this many images of each split (seeded choice)")
+    parser.add_argument("--weights", default="imagenet", metavar="imagenet|auto|none|PATH", help=WEIGHTS_HELP)
+    parser.add_argument("--epochs", type=_natural_int, default=3,
+                        help="phase 1 epochs: base frozen, head trained (default 3)")
+    parser.add_argument("--fine-tune-epochs", type=_natural_int, default=3,
+                        help="phase 2 epochs: top blocks unfrozen, lower learning rate (default 3)")
+    parser.add_argument("--unfreeze-blocks", type=_natural_int, default=2,
+                        help="blocks of the base unfrozen in phase 2, counted from the top (default 2)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="per replica (default 32)")
+    parser.add_argument("--image-size", type=_positive_int, default=None,
+                        help="square input side in pixels, at least 32 (default: the model's ImageNet size)")
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="phase 1 learning rate (default 1e-3)")
+    parser.add_argument("--fine-tune-lr", type=_positive_float, default=None,
+                        help="phase 2 learning rate (default: --lr / 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling, initialisation (default 0)")
+    parser.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker"), default="auto",
+                        help="tf.distribute strategy; multiworker reads $TF_CONFIG (default auto)")
+    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
+                        help="float16 compute; auto = on GPUs with compute capability >= 7.0 only")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue after the last complete epoch checkpointed in --output")
+    parser.add_argument("--output", default="lightnets-train", metavar="DIR",
+                        help="folder for best.keras, history.csv/png and checkpoints/ (default lightnets-train)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _argument_error(args) -> str | None:
+    """The reason ``args`` are unusable, checked without TensorFlow; None when they are fine."""
+    from keras_lightnets import model_config
+    from keras_lightnets.data.sources import SOURCE_FORMS, source_kind
+
+    try:
+        config = model_config(args.name)
+    except ValueError as err:
+        return str(err)
+    try:
+        source_kind(args.data)
+    except ValueError:
+        return f"--data must be {SOURCE_FORMS}; received {args.data!r}"
+    if args.weights not in ("imagenet", "auto", "none") and not os.path.isfile(args.weights):
+        return f"--weights must be imagenet, auto, none or an existing weights file; received {args.weights!r}"
+    if args.weights == "imagenet" and "imagenet" not in config.weights:
+        return f"model {args.name!r} has no ImageNet weights; use --weights none (or auto)"
+    if args.image_size is not None and args.image_size < 32:
+        return f"--image-size must be at least 32; received {args.image_size}"
+    if args.epochs + args.fine_tune_epochs < 1:
+        return "--epochs plus --fine-tune-epochs must be at least 1"
+    return None
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    if category.__name__ == "SkippedFilesWarning" or not text.startswith("`shuffle=True` was passed"):
+        print(f"lightnets: warning: {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightnets train`` with parsed ``args``; returns the exit code."""
+    reason = _argument_error(args)
+    if reason:
+        print(f"lightnets: error: {reason}", file=sys.stderr)
+        return 2
+    from keras_lightnets.training import fine_tune
+
+    weights = None if args.weights == "none" else args.weights
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            result = fine_tune(
+                args.name, args.data, weights=weights, image_size=args.image_size, epochs_frozen=args.epochs,
+                epochs_unfrozen=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
+                learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr, batch_size=args.batch_size,
+                output_dir=args.output, strategy=args.strategy, resume=args.resume, seed=args.seed,
+                mixed_precision={"auto": "auto", "on": True, "off": False}[args.mixed_precision],
+                quiet=args.quiet, limit=args.limit, data_dir=args.data_dir,
+            )
+    except KeyboardInterrupt:
+        print("lightnets: interrupted (completed epochs are checkpointed; continue with --resume)", file=sys.stderr)
+        return 1
+    except Exception as err:  # one line, not a traceback
+        message = " ".join(str(err).split()) or type(err).__name__
+        hint = ""
+        if weights == "imagenet" and isinstance(err, OSError) and "download" in message:
+            hint = " (offline? use --weights auto or none)"
+        print(f"lightnets: error: {type(err).__name__}: {message}{hint}", file=sys.stderr)
+        return 1
+    if not args.quiet and result.is_chief:
+        print(f"best validation accuracy {result.best_val_accuracy:.4f} (epoch {result.best_epoch} of "
+              f"{result.epochs}); model: {result.best_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m keras_lightnets.cli.train NAME ...`` (the same as ``lightnets train``)."""
+    from keras_lightnets.cli import _Parser
+
+    parser = _Parser(prog="lightnets train", description="Fine-tune a registered model on an image data set.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Transfer learning of registry models (``fine_tune``) and its parts.
+
+``fine_tune`` builds base + head as one flat Functional model, trains the head on
+a frozen base, then the top blocks (``blocks``), with checkpoints, resume and
+``tf.distribute`` strategies (``strategy``); outputs are written atomically
+(``outputs``). TensorFlow and Keras are imported when a function runs.
+"""
+
+from __future__ import annotations
+
+from keras_lightnets.training.blocks import block_groups, block_key, freeze_base, unfreeze_top_blocks
+from keras_lightnets.training.fine_tune import HEAD_LAYERS, FineTuneResult, build_classifier, fine_tune
+from keras_lightnets.training.strategy import StrategyInfo, make_strategy, mixed_precision_helps
+
+__all__ = [
+    "HEAD_LAYERS", "FineTuneResult", "StrategyInfo", "block_groups", "block_key", "build_classifier", "fine_tune",
+    "freeze_base", "make_strategy", "mixed_precision_helps", "unfreeze_top_blocks",
+]
