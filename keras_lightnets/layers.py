@@ -88,12 +88,21 @@ def _define(flavour: str) -> dict[str, type]:
         def compute_output_shape(self, input_shape):
             return input_shape
 
+    class _TwoStep(_Elementwise):
+        """A layer of two TFLite ops. ``self.intermediate`` (identity) marks the value between
+        them, so that quantization-aware training can fake-quantize it too (see
+        ``compression.configs``): a full-int8 file needs a range for every tensor."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.intermediate = keras.activations.linear
+
     @register()
-    class HardSigmoid(_Elementwise):
+    class HardSigmoid(_TwoStep):
         """``relu6(x + 3) / 6``, elementwise; any shape in, same shape out."""
 
         def call(self, inputs):
-            return ops.relu6(inputs + 3.0) * (1.0 / 6.0)
+            return self.intermediate(ops.relu6(inputs + 3.0)) * (1.0 / 6.0)
 
     @register()
     class HardSwish(_Elementwise):
@@ -103,7 +112,7 @@ def _define(flavour: str) -> dict[str, type]:
             return inputs * (ops.relu6(inputs + 3.0) * (1.0 / 6.0))
 
     @register()
-    class Rescale(_Elementwise):
+    class Rescale(_TwoStep):
         """``x * scale + offset`` with constant Python floats (no weights).
 
         Used for in-model preprocessing, e.g. ``scale=1/127.5, offset=-1`` maps
@@ -116,7 +125,7 @@ def _define(flavour: str) -> dict[str, type]:
             self.offset = float(offset)
 
         def call(self, inputs):
-            return inputs * self.scale + self.offset
+            return self.intermediate(inputs * self.scale) + self.offset
 
         def get_config(self):
             return {**super().get_config(), "scale": self.scale, "offset": self.offset}
@@ -210,3 +219,8 @@ def __getattr__(name: str) -> type:
     if name in LAYER_NAMES:
         return get_layer_class(name, "keras")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Register the Keras 3 classes now, so that `keras.saving.load_model` finds them in any
+# process that imported keras_lightnets (the tf_keras twins register with `legacy`).
+_define("keras")

@@ -29,23 +29,32 @@ STANDARD_LAYER_CONFIGS = ("Multiply", "Rescaling", "BatchNormalization")
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
 
+def _activation_quantizer():
+    return _quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+
 class OutputQuantizeConfig(_QuantizeConfig):
-    """Quantize only the output of a weightless layer (8-bit, asymmetric, per tensor)."""
+    """Quantize the output of a weightless layer (8-bit, asymmetric, per tensor), and the
+    value between its two ops when the layer marks one (``layer.intermediate``, see
+    ``keras_lightnets.layers``; TFMOT wraps it as a post-quantized ``linear`` activation)."""
 
     def get_weights_and_quantizers(self, layer):
         return []
 
     def get_activations_and_quantizers(self, layer):
+        if hasattr(layer, "intermediate"):
+            return [(layer.intermediate, _activation_quantizer())]
         return []
 
     def set_quantize_weights(self, layer, quantize_weights):
         pass
 
     def set_quantize_activations(self, layer, quantize_activations):
-        pass
+        if hasattr(layer, "intermediate"):
+            (layer.intermediate,) = quantize_activations
 
     def get_output_quantizers(self, layer):
-        return [_quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+        return [_activation_quantizer()]
 
     def get_config(self):
         return {}

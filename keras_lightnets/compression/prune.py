@@ -16,8 +16,10 @@ import numpy as np
 
 from keras_lightnets.compression.translate import to_tf_keras
 
-DEFAULT_PRUNED = ("Conv2D", "Dense")
-KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+DEFAULT_PRUNED = ("Conv2D", "SeparableConv2D", "Dense")
+# The weight TFMOT prunes in each layer class (a SeparableConv2D's 1x1 part).
+PRUNABLE_WEIGHT = {"Conv2D": "kernel", "Dense": "kernel", "SeparableConv2D": "pointwise_kernel",
+                   "DepthwiseConv2D": "depthwise_kernel"}
 _WRAPPERS = ("PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate")
 
 LayerFilter = Callable[[object], bool] | Sequence[str | type] | None
@@ -33,7 +35,8 @@ def unwrap(layer):
 def layer_filter(layers: LayerFilter, model) -> Callable[[object], bool]:
     """``layers`` as a predicate over ``model``'s layers.
 
-    ``None``: Conv2D and Dense layers (exact classes: no depthwise convs); a callable
+    ``None``: Conv2D, SeparableConv2D (its 1x1 kernel) and Dense layers (exact
+    classes: depthwise convs are left alone, they hold few weights); a callable
     ``layer -> bool``; or a sequence of layer names, class names and classes.
     Every name in the sequence must match a layer of ``model``.
     """
@@ -79,7 +82,8 @@ def prune(
     (constant schedule); otherwise it ramps up polynomially from 0 at ``begin_step``
     to ``target_sparsity`` at ``end_step``. Masks are updated every ``frequency``
     training steps. ``layers`` chooses what to prune (see ``layer_filter``); by
-    default every Conv2D/Dense kernel. Train with ``callbacks=pruning_callbacks()``.
+    default every Conv2D/Dense kernel and SeparableConv2D pointwise kernel.
+    Train with ``callbacks=pruning_callbacks()``.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -157,27 +161,33 @@ class LayerSparsity:
 
 
 def sparsity_report(model, layers: LayerFilter = None) -> list[LayerSparsity]:
-    """Per layer, the fraction of exact zeros in its kernels.
+    """Per layer, the fraction of exact zeros in the weight pruning acts on
+    (``PRUNABLE_WEIGHT``: a conv or dense kernel, a separable conv's 1x1 kernel).
 
-    ``layers`` filters as in ``prune`` (default: Conv2D and Dense); layers inside
+    ``layers`` filters as in ``prune`` (default: ``DEFAULT_PRUNED``); layers inside
     TFMOT wrappers are looked through.
     """
-    chosen = layer_filter(layers, model) if layers is not None else None
+    chosen = layer_filter(layers, model)
     rows = []
     for wrapper in model.layers:
         layer = unwrap(wrapper)
-        if chosen is not None and not (chosen(layer) or chosen(wrapper)):
+        weight = PRUNABLE_WEIGHT.get(type(layer).__name__)
+        if weight is None or not (chosen(layer) or chosen(wrapper)):
             continue
-        if chosen is None and type(layer).__name__ not in DEFAULT_PRUNED:
-            continue
-        for attribute in KERNEL_ATTRIBUTES:
-            variable = getattr(layer, attribute, None)
-            if variable is None:
+        # Read the variables, not the attributes: inside a QuantizeWrapper ``layer.kernel``
+        # is the fake-quantized tensor.
+        for variable in wrapper.weights:
+            if _short_name(variable) != weight:
                 continue
             values = np.asarray(variable)
-            rows.append(LayerSparsity(layer.name, type(layer).__name__, attribute, int(values.size),
+            rows.append(LayerSparsity(layer.name, type(layer).__name__, weight, int(values.size),
                                       int(np.count_nonzero(values == 0))))
     return rows
+
+
+def _short_name(variable) -> str:
+    """``kernel`` from tf_keras' ``conv/kernel:0`` or Keras 3's ``kernel``."""
+    return variable.name.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
 def overall_sparsity(rows: Sequence[LayerSparsity]) -> float:

@@ -3,8 +3,10 @@
 ``quantize_aware`` annotates each layer of the model's tf_keras twin: the
 package's layers with the config they declare, Keras' ``Multiply`` /
 ``Rescaling`` / stray ``BatchNormalization`` with ``configs.OutputQuantizeConfig``,
-everything else with TFMOT's default 8-bit registry, then applies TFMOT. A model
-that was pruned keeps its zeros through QAT (TFMOT's prune-preserving scheme).
+everything else with TFMOT's default 8-bit registry, then applies TFMOT with the
+package's scheme (``compression.scheme``: TFMOT's, plus quantized weights for a
+conv that feeds a ReLU). A model that was pruned keeps its zeros through QAT
+(TFMOT's prune-preserving weight quantizers).
 """
 
 from __future__ import annotations
@@ -91,14 +93,9 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None,
 
     tf_keras = _backend.keras_module("tf_keras")
     annotated = tf_keras.models.clone_model(source, clone_function=_annotator(dict(quantize_configs or {})))
-    if preserve_sparsity:
-        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-            default_8bit_prune_preserve_quantize_scheme as prune_preserve,
-        )
+    from keras_lightnets.compression import scheme as schemes
 
-        scheme = prune_preserve.Default8BitPrunePreserveQuantizeScheme()
-    else:
-        scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    scheme = schemes.PrunePreserveQuantizeScheme() if preserve_sparsity else schemes.QuantizeScheme()
     with quantize_scope():
         try:
             return tfmot.quantization.keras.quantize_apply(annotated, scheme)

@@ -1,0 +1,193 @@
+"""Deployment variants of a trained classifier, each a verified ``.tflite`` with its numbers.
+
+One implementation behind ``lightnets demo``, ``lightnets compress`` and
+``tools/benchmark_compression.py``:
+
+=====================  ============================================================
+``float``              float32 TFLite of the trained model
+``int8_ptq``           full int8, post-training quantization (calibrated on train images)
+``int8_qat``           full int8 after quantization-aware training
+``int8_qat_pruned50``  50% magnitude pruning, then sparsity-preserving QAT, full int8
+``int8_qat_pruned75``  the same at 75%
+=====================  ============================================================
+
+Images are what the model takes (already preprocessed), ``(N, H, W, C)`` float32;
+labels ``(N,)`` int class ids. Accuracy is measured on the ``.tflite`` with LiteRT.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """How to make one variant: optional pruning, optional QAT, then TFLite conversion."""
+
+    name: str
+    quantization: str
+    qat: bool = False
+    sparsity: float | None = None
+
+
+VARIANTS = {
+    spec.name: spec for spec in (
+        VariantSpec("float", "none"),
+        VariantSpec("int8_ptq", "int8"),
+        VariantSpec("int8_qat", "int8", qat=True),
+        VariantSpec("int8_qat_pruned50", "int8", qat=True, sparsity=0.5),
+        VariantSpec("int8_qat_pruned75", "int8", qat=True, sparsity=0.75),
+    )
+}
+DEMO_VARIANTS = ("float", "int8_ptq", "int8_qat_pruned50")
+# Kernels TFMOT prunes by default end up as the weights (input 1) of these TFLite ops.
+PRUNED_TFLITE_OPS = ("CONV_2D", "FULLY_CONNECTED")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The fixed training recipe for the compressed variants (Adam, tf_keras).
+
+    ``prune_epochs``: pruning fine-tune (sparsity ramps up over the first half, then
+    holds); ``qat_epochs``: quantization-aware fine-tune; ``learning_rate`` for both.
+    ``threads`` / ``runs``: the LiteRT latency benchmark (0 runs: no benchmark).
+    """
+
+    prune_epochs: int = 3
+    qat_epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 2e-4
+    representative_samples: int = 100
+    threads: int = 1
+    runs: int = 50
+    seed: int = 0
+
+
+@dataclass
+class VariantResult:
+    """One variant's file and figures. ``accuracy`` is a fraction (LiteRT on the test split);
+    ``kernel_sparsity``: zeros in the CONV_2D/FULLY_CONNECTED weights of the file."""
+
+    name: str
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    accuracy: float
+    keras_accuracy: float
+    top1_agreement: float | None
+    kernel_sparsity: float
+    latency_ms: float | None = None
+    p90_ms: float | None = None
+    peak_memory_kib: int | None = None
+    export: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_variant_names(names: Sequence[str]) -> list[str]:
+    """``names`` if every one is in ``VARIANTS`` (else ``ValueError`` listing them)."""
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise ValueError(f"`variants` must be a non-empty list of {', '.join(VARIANTS)}; received {list(names)!r}")
+    return list(names)
+
+
+def _fit(model, images, labels, epochs: int, recipe: Recipe, callbacks=()) -> None:
+    import tf_keras
+
+    model.compile(optimizer=tf_keras.optimizers.Adam(recipe.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, labels, batch_size=recipe.batch_size, epochs=epochs, shuffle=True, verbose=0,
+              callbacks=list(callbacks))
+
+
+def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarray, recipe: Recipe):
+    """The model to convert for ``spec``: ``model`` itself, or a pruned and/or QAT copy trained
+    on ``images``/``labels`` with ``recipe`` (a tf_keras model)."""
+    import tensorflow as tf
+
+    from keras_lightnets import compression
+
+    tf.keras.utils.set_random_seed(recipe.seed)
+    current = model
+    if spec.sparsity:
+        steps = max(1, int(np.ceil(len(images) / recipe.batch_size)))
+        ramp_end = max(1, steps * max(1, recipe.prune_epochs // 2))
+        pruned = compression.prune(model, spec.sparsity, begin_step=0, end_step=ramp_end,
+                                   frequency=max(1, steps // 4))
+        _fit(pruned, images, labels, max(recipe.prune_epochs, 1), recipe, compression.pruning_callbacks())
+        current = compression.strip(pruned)
+    if spec.qat:
+        current = compression.quantize_aware(current)
+        _fit(current, images, labels, recipe.qat_epochs, recipe)
+    return current
+
+
+def tflite_kernel_sparsity(path: str | os.PathLike) -> float:
+    """Fraction of zeros in the weights of the file's CONV_2D and FULLY_CONNECTED ops
+    (int8 weights are symmetric: a zero is a stored 0)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path))
+    interpreter.allocate_tensors()
+    zeros = total = 0
+    for op in interpreter._get_ops_details():
+        if op["op_name"] not in PRUNED_TFLITE_OPS or len(op["inputs"]) < 2:
+            continue
+        try:
+            weights = interpreter.get_tensor(int(op["inputs"][1]))
+        except ValueError:  # not a constant tensor
+            continue
+        zeros += int(np.count_nonzero(weights == 0))
+        total += int(weights.size)
+    return zeros / total if total else 0.0
+
+
+def export_variant(
+    model, spec: VariantSpec, folder: str, train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray], recipe: Recipe = Recipe(),
+) -> VariantResult:
+    """Make, convert, evaluate (LiteRT, test split) and benchmark one variant into ``folder``."""
+    from keras_lightnets.export import benchmark_tflite, to_tflite, verify_tflite
+
+    variant = make_variant(model, spec, *train, recipe)
+    path = os.path.join(folder, f"{spec.name}.tflite")
+    report = to_tflite(variant, path, spec.quantization,
+                       representative_data=train[0][: recipe.representative_samples])
+    check = verify_tflite(path, variant, test[0], labels=test[1])
+    with open(path, "rb") as f:
+        gzip_bytes = len(gzip.compress(f.read(), compresslevel=9))
+    result = VariantResult(
+        name=spec.name, path=path, size_bytes=report.size_bytes, gzip_bytes=gzip_bytes,
+        accuracy=float(check.tflite_accuracy), keras_accuracy=float(check.keras_accuracy),
+        top1_agreement=check.top1_agreement, kernel_sparsity=tflite_kernel_sparsity(path),
+        export=report.as_dict(),
+    )
+    if recipe.runs:
+        bench = benchmark_tflite(path, threads=recipe.threads, runs=recipe.runs)
+        result.latency_ms, result.p90_ms, result.peak_memory_kib = bench.median_ms, bench.p90_ms, bench.peak_memory_kib
+    return result
+
+
+def run_variants(
+    model, names: Sequence[str], folder: str, train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray], recipe: Recipe = Recipe(),
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, VariantResult]:
+    """``export_variant`` for each of ``names`` (see ``VARIANTS``), in order."""
+    os.makedirs(folder, exist_ok=True)
+    results = {}
+    for name in check_variant_names(names):
+        progress(f"variant {name}: {'prune, ' if VARIANTS[name].sparsity else ''}"
+                 f"{'QAT, ' if VARIANTS[name].qat else ''}convert, evaluate")
+        results[name] = export_variant(model, VARIANTS[name], folder, train, test, recipe)
+        r = results[name]
+        progress(f"variant {name}: accuracy {r.accuracy:.4f}, {r.size_bytes / 1024:.0f} KiB"
+                 + (f", {r.latency_ms:.2f} ms" if r.latency_ms is not None else ""))
+    return results
