@@ -71,6 +71,20 @@ def preprocess_torch(x, data_format=None):
     return preprocess_input(x, data_format, mode="torch")
 
 
+def rescale_arguments(mode: str) -> tuple[float | list[float], float | list[float]]:
+    """``(scale, offset)`` of the ``layers.Rescale`` that does ``preprocess_input(x, mode=mode)``
+    inside a model (per channel for ``"torch"``)."""
+    if mode == "tf":
+        return 1.0 / 127.5, -1.0
+    if mode == "torch":
+        mean = np.asarray(IMAGENET_MEAN, dtype=np.float64)
+        std = np.asarray(IMAGENET_STD, dtype=np.float64)
+        return (1.0 / (255.0 * std)).tolist(), (-mean / std).tolist()
+    if mode == "none":
+        return 1.0, 0.0
+    raise ValueError(f"`mode` must be one of {MODES}; received mode={mode!r}")
+
+
 def preprocess_none(x, data_format=None):
     """Return ``x`` unchanged: the model rescales its ``[0, 255]`` input itself."""
     _check_data_format(data_format)

@@ -7,7 +7,7 @@ serializable layer here, so that a graph never holds raw tensor arithmetic or a
 =================  ===========================================================
 ``HardSigmoid``    ``relu6(x + 3) / 6`` (the Keras 3 definition)
 ``HardSwish``      ``x * relu6(x + 3) / 6``
-``Rescale``        ``x * scale + offset`` (in-model input preprocessing)
+``Rescale``        ``x * scale + offset``, per tensor or per channel (in-model preprocessing)
 ``ChannelShuffle`` channels ``(g, c/g)`` -> ``(c/g, g)`` (ShuffleNet)
 ``ChannelSplit``   equal split of the channel axis into ``groups`` tensors
 =================  ===========================================================
@@ -46,13 +46,13 @@ def _tensor_ops(flavour: str) -> SimpleNamespace:
 
         return SimpleNamespace(
             relu6=ops.relu6, reshape=ops.reshape, transpose=ops.transpose,
-            shape=ops.shape, split=ops.split,
+            shape=ops.shape, split=ops.split, constant=lambda v: ops.convert_to_tensor(v, "float32"),
         )
     import tensorflow as tf
 
     return SimpleNamespace(
         relu6=tf.nn.relu6, reshape=tf.reshape, transpose=tf.transpose,
-        shape=tf.shape, split=tf.split,
+        shape=tf.shape, split=tf.split, constant=lambda v: tf.constant(v, tf.float32),
     )
 
 
@@ -113,22 +113,35 @@ def _define(flavour: str) -> dict[str, type]:
 
     @register()
     class Rescale(_TwoStep):
-        """``x * scale + offset`` with constant Python floats (no weights).
+        """``x * scale + offset`` with constants (no weights): Python floats, or one
+        float per channel (lists as long as the input's last axis).
 
         Used for in-model preprocessing, e.g. ``scale=1/127.5, offset=-1`` maps
         pixels in ``[0, 255]`` to ``[-1, 1]``.
         """
 
-        def __init__(self, scale: float, offset: float = 0.0, **kwargs):
+        def __init__(self, scale: float | list[float], offset: float | list[float] = 0.0, **kwargs):
             super().__init__(**kwargs)
-            self.scale = float(scale)
-            self.offset = float(offset)
+            self.scale = _floats("scale", scale)
+            self.offset = _floats("offset", offset)
 
         def call(self, inputs):
-            return self.intermediate(inputs * self.scale) + self.offset
+            return self.intermediate(inputs * _constant(self.scale)) + _constant(self.offset)
 
         def get_config(self):
             return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+    def _floats(argument: str, value):
+        if isinstance(value, list | tuple):
+            if not value or not all(isinstance(v, int | float) for v in value):
+                raise ValueError(f"Rescale: `{argument}` must be a float or a list of floats; received {value!r}")
+            return [float(v) for v in value]
+        if not isinstance(value, int | float):
+            raise ValueError(f"Rescale: `{argument}` must be a float or a list of floats; received {value!r}")
+        return float(value)
+
+    def _constant(value):
+        return ops.constant(value) if isinstance(value, list) else value
 
     def _check_groups(layer_name: str, groups: int) -> int:
         if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:

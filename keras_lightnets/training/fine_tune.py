@@ -97,12 +97,13 @@ def _cache_only():
         download._download = original
 
 
-def _build_base(model_name: str, weights, image_size: int):
-    """``(base, weights used)``; ``weights="auto"``: ImageNet when available offline, else None."""
+def _build_base(model_name: str, weights, input_tensor):
+    """``(base, weights used)`` built on ``input_tensor``; ``weights="auto"``: ImageNet when
+    available offline, else None."""
     from keras_lightnets import model_config
     from keras_lightnets.registry import create_model
 
-    kwargs = {"include_top": False, "pooling": "avg", "input_shape": (image_size, image_size, 3)}
+    kwargs = {"include_top": False, "pooling": "avg", "input_tensor": input_tensor}
     if weights == "auto":
         if "imagenet" not in model_config(model_name).weights:
             return create_model(model_name, weights=None, **kwargs), None
@@ -116,19 +117,32 @@ def _build_base(model_name: str, weights, image_size: int):
 
 def build_classifier(model_name: str, num_classes: int, *, image_size: int, weights="imagenet",
                      dropout: float = 0.2):
-    """``(model, weights used)``: the registry base (no top, average pooling) + Dropout +
-    Dense(``num_classes``, softmax, float32) as one flat Functional model.
+    """``(model, weights used)``: [``Rescale`` preprocessing] + the registry base (no top,
+    average pooling) + Dropout + Dense(``num_classes``, softmax, float32) as one flat
+    Functional model.
 
-    Input float32 ``(batch, image_size, image_size, 3)`` preprocessed as the registry
-    says; output ``(batch, num_classes)`` probabilities. Head layers are named
-    ``HEAD_LAYERS``. ``weights``: "imagenet", "auto", a weights file or None.
+    Input float32 ``(batch, image_size, image_size, 3)`` pixels in ``[0, 255]``: the
+    model does the registry's preprocessing itself (a ``Rescale`` layer named
+    ``"preprocessing"``, or MobileNetV3's own), so a saved model and its ``.tflite``
+    take raw pixels. Output ``(batch, num_classes)`` probabilities. Head layers are
+    named ``HEAD_LAYERS``. ``weights``: "imagenet", "auto", a weights file or None.
     """
     import keras
 
-    base, used = _build_base(model_name, weights, image_size)
+    from keras_lightnets import imagenet, model_config
+    from keras_lightnets.data.pipeline import PREPROCESS_MODES
+    from keras_lightnets.layers import get_layer_class
+
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
+    x = inputs
+    mode = PREPROCESS_MODES[model_config(model_name).preprocessing]
+    if mode != "none":
+        scale, offset = imagenet.rescale_arguments(mode)
+        x = get_layer_class("Rescale")(scale, offset, name="preprocessing")(x)
+    base, used = _build_base(model_name, weights, x)
     x = keras.layers.Dropout(dropout, name=HEAD_LAYERS[0])(base.output)
     outputs_ = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=HEAD_LAYERS[1])(x)
-    return keras.Model(base.input, outputs_, name=f"{model_name}_classifier"), used
+    return keras.Model(inputs, outputs_, name=f"{model_name}_classifier"), used
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -374,7 +388,6 @@ def fine_tune(
     7.0 or more, never on CPU. ``augmentation``: "default" (per source, see
     ``data.pipeline.default_augmentation``), None, or a ``pipeline.Augmentation``.
     """
-    from keras_lightnets import model_config
     from keras_lightnets.data import pipeline
 
     size = _check_arguments(model_name, weights, image_size, epochs_frozen, epochs_unfrozen, unfreeze_blocks,
@@ -393,14 +406,14 @@ def fine_tune(
     class_names = list(train.class_names)
     if augmentation == "default":
         augmentation = pipeline.default_augmentation(kind)
-    config = model_config(model_name)
     replicas = info.replicas
     global_batch = batch_size * replicas
     multi = info.workers > 1
     datasets = {}
     for name, part, training in (("train", train, True), ("validation", validation, False)):
         datasets[name] = pipeline.make_dataset(
-            part, image_size=size, preprocessing=config.preprocessing, batch_size=global_batch, training=training,
+            # The classifier preprocesses inside (build_classifier): feed it raw pixels.
+            part, image_size=size, preprocessing="in_model", batch_size=global_batch, training=training,
             seed=seed, augmentation=augmentation, repeat=multi, shard_by_data=multi,
         )
     steps = {"steps_per_epoch": math.ceil(_count(train) / global_batch),
