@@ -3,11 +3,12 @@
 Two configs do all the work, because every layer involved is weightless:
 
 * ``OutputQuantizeConfig``: fake-quantize the layer's output (8 bits, asymmetric,
-  per tensor, moving-average range), as TFMOT does for ``Add`` or ``ReLU``. For
-  layers that compute new values: ``HardSigmoid``, ``HardSwish``, ``Rescale``,
-  Keras' ``Multiply`` (squeeze-and-excite) and ``Rescaling``, and a
-  ``BatchNormalization`` that follows no convolution (NASNet), which TFLite runs
-  as an int8 multiply-add.
+  per tensor, moving-average range), as TFMOT does for ``Add`` or ``ReLU``, and
+  the value between a layer's two ops when it marks one. For layers that compute
+  new values: ``HardSigmoid``, ``HardSwish``, ``Rescale``, Keras' ``Multiply``
+  (squeeze-and-excite) and ``Rescaling``. (A ``BatchNormalization`` that follows
+  no convolution, as in NASNet, is frozen into a per-channel ``Rescale`` before
+  QAT: see ``compression.qat``.)
 * ``PassThroughQuantizeConfig``: quantize nothing. For layers that only move
   values (``ChannelSplit``, ``ChannelShuffle``): int8 in, the same int8 out.
 
@@ -23,9 +24,9 @@ import tensorflow_model_optimization as tfmot
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 _quantizers = tfmot.quantization.keras.quantizers
 
-# Standard Keras layers TFMOT has no config for, and the config they get here.
-# BatchNormalization gets it only where no conv/dense precedes it (TFMOT folds those).
-STANDARD_LAYER_CONFIGS = ("Multiply", "Rescaling", "BatchNormalization")
+# Standard Keras layers TFMOT has no config for, and that get ``OutputQuantizeConfig`` here.
+STANDARD_LAYER_CONFIGS = ("Multiply", "Rescaling")
+# A BatchNormalization right after one of these is folded into it by TFMOT's transforms.
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
 
@@ -78,18 +79,17 @@ def _inbound_class_names(layer) -> list[str]:
     return names
 
 
-def config_for(layer):
-    """The package's QuantizeConfig for ``layer`` (tf_keras), or ``None`` to leave it to TFMOT.
+def is_stray_batch_norm(layer) -> bool:
+    """A ``BatchNormalization`` that TFMOT cannot fold: no conv or dense layer feeds it."""
+    return type(layer).__name__ == "BatchNormalization" and not any(
+        k in FOLDABLE_INTO for k in _inbound_class_names(layer))
 
-    ``None`` also for a ``BatchNormalization`` right after a conv or dense layer,
-    which TFMOT's transforms fold into that layer.
-    """
+
+def config_for(layer):
+    """The package's QuantizeConfig for ``layer`` (tf_keras), or ``None`` to leave it to TFMOT."""
     declared = getattr(layer, "quantize_config", None)
     if callable(declared):
         return declared()
-    kind = type(layer).__name__
-    if kind not in STANDARD_LAYER_CONFIGS:
-        return None
-    if kind == "BatchNormalization" and any(k in FOLDABLE_INTO for k in _inbound_class_names(layer)):
-        return None
-    return OutputQuantizeConfig()
+    if type(layer).__name__ in STANDARD_LAYER_CONFIGS:
+        return OutputQuantizeConfig()
+    return None

@@ -2,7 +2,8 @@
 
 ``quantize_aware`` annotates each layer of the model's tf_keras twin: the
 package's layers with the config they declare, Keras' ``Multiply`` /
-``Rescaling`` / stray ``BatchNormalization`` with ``configs.OutputQuantizeConfig``,
+``Rescaling`` with ``configs.OutputQuantizeConfig``, a ``BatchNormalization`` no
+conv precedes frozen into a per-channel ``Rescale`` (``frozen_batch_norm``),
 everything else with TFMOT's default 8-bit registry, then applies TFMOT with the
 package's scheme (``compression.scheme``: TFMOT's, plus quantized weights for a
 conv that feeds a ReLU). A model that was pruned keeps its zeros through QAT
@@ -32,11 +33,18 @@ def quantize_scope() -> Iterator[None]:
     """Everything needed to load a saved QAT model (tf_keras ``load_model``): TFMOT's
     scope plus the package's layers and QuantizeConfigs."""
     import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+        prune_preserve_quantize_registry as prune_preserve,
+    )
 
     from keras_lightnets.compression import configs
     from keras_lightnets.layers import custom_objects
 
-    with tfmot.quantization.keras.quantize_scope({**custom_objects("tf_keras"), **configs.CONFIG_CLASSES}):
+    quantizers = {name: getattr(prune_preserve, name) for name in (
+        "PrunePreserveDefaultWeightsQuantizer", "PrunePreserveDefault8BitWeightsQuantizer",
+        "PrunePreserveDefault8BitConvWeightsQuantizer")}
+    with tfmot.quantization.keras.quantize_scope({**custom_objects("tf_keras"), **configs.CONFIG_CLASSES,
+                                                  **quantizers}):
         yield
 
 
@@ -54,6 +62,8 @@ def _annotator(quantize_configs: Mapping[str, object]):
     def annotate_layer(layer):
         if type(layer).__name__ == "InputLayer":
             return layer
+        if configs.is_stray_batch_norm(layer):
+            layer = frozen_batch_norm(layer)
         config = quantize_configs.get(layer.name) or configs.config_for(layer)
         if config is not None:
             return annotate(layer, quantize_config=config)
@@ -66,6 +76,30 @@ def _annotator(quantize_configs: Mapping[str, object]):
         )
 
     return annotate_layer
+
+
+def frozen_batch_norm(layer):
+    """A tf_keras ``Rescale`` computing ``layer``'s inference-time map, per channel:
+    ``gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta``.
+
+    Used for a BatchNormalization no conv precedes (NASNet's ``adjust_bn_*``):
+    TFMOT cannot fold it, and as a ``Rescale`` it quantizes to int8 MUL + ADD with
+    a range for the value between them. Its statistics stay fixed during QAT.
+    """
+    import numpy as np
+
+    from keras_lightnets.layers import get_layer_class
+
+    axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
+    if axis not in (-1, len(layer.input_shape) - 1):
+        raise QuantizationError(f"layer {layer.name!r} (BatchNormalization) normalizes axis {layer.axis}, "
+                                "not the channels; it cannot be quantized")
+    mean = np.asarray(layer.moving_mean, dtype="float64")
+    scale = 1.0 / np.sqrt(np.asarray(layer.moving_variance, dtype="float64") + layer.epsilon)
+    if layer.gamma is not None:
+        scale = scale * np.asarray(layer.gamma, dtype="float64")
+    offset = -mean * scale + (np.asarray(layer.beta, dtype="float64") if layer.beta is not None else 0.0)
+    return get_layer_class("Rescale", "tf_keras")(scale.tolist(), offset.tolist(), name=layer.name)
 
 
 def quantize_aware(model, *, preserve_sparsity: bool | None = None,

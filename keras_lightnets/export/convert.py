@@ -138,7 +138,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def _model_kind(source: str) -> str:
+def model_kind(source: str) -> str:
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, "saved_model.pb")):
             raise UsageError(f"model folder {source!r} is not a SavedModel (no saved_model.pb)")
@@ -194,7 +194,7 @@ def _output_paths(args: argparse.Namespace, kind: str) -> tuple[str, str, str]:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Check the arguments that need no model (``UsageError`` naming the option)."""
-    kind = _model_kind(args.model)
+    kind = model_kind(args.model)
     if kind != "registry":
         given = [opt for opt, value in (("--classes", args.classes), ("--weights", args.weights != "auto"),
                                         ("--flavour", args.flavour != "keras")) if value]
@@ -290,14 +290,16 @@ def _registry_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _quantize_scope():
+    """What loading a QAT ``.h5`` needs (TFMOT's scope plus the package's configs), when TFMOT is installed."""
     try:
-        import tensorflow_model_optimization as tfmot
+        from keras_lightnets.compression import quantize_scope
+
+        return quantize_scope()
     except ImportError:
         return contextlib.nullcontext()
-    return tfmot.quantization.keras.quantize_scope()
 
 
-def _load_file_model(kind: str, path: str) -> Any:
+def load_model_file(kind: str, path: str) -> Any:
     """A ``.keras`` file with Keras 3 (``safe_mode=True``); ``.h5`` and SavedModels with tf_keras."""
     from keras_lightnets import layers
 
@@ -322,7 +324,7 @@ def load_model(args: argparse.Namespace, plan: Plan) -> tuple[Any, dict[str, Any
         model, facts = _registry_model(args)
     else:
         try:
-            model = _load_file_model(plan.model_kind, plan.model)
+            model = load_model_file(plan.model_kind, plan.model)
             flavour = model_flavour(model)
         except (KeyboardInterrupt, MemoryError):
             raise
