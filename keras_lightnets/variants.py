@@ -98,9 +98,25 @@ def check_variant_names(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
+def freeze_batch_norm(model) -> None:
+    """Put every BatchNormalization (inside TFMOT wrappers too) in inference mode.
+
+    The compressed variants fine-tune briefly from a trained model: batch statistics
+    of a few epochs would move the moving averages away from what the weights were
+    trained with (MobileNetV3's momentum is 0.999), so they stay as trained.
+    """
+    from keras_lightnets.compression import unwrap
+
+    for layer in model.layers:
+        inner = unwrap(layer)
+        if type(inner).__name__ == "BatchNormalization":
+            inner.trainable = False
+
+
 def _fit(model, images, labels, epochs: int, recipe: Recipe, callbacks=()) -> None:
     import tf_keras
 
+    freeze_batch_norm(model)
     model.compile(optimizer=tf_keras.optimizers.Adam(recipe.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(images, labels, batch_size=recipe.batch_size, epochs=epochs, shuffle=True, verbose=0,

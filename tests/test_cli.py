@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from keras_lightnets import list_models, model_config
 from keras_lightnets.cli import main
 
@@ -43,9 +45,62 @@ def test_bad_subcommand_exits_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_demo_runs_and_writes_its_report(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--models", "mobilenet_v1_025"]) == 0
-    report = json.loads((tmp_path / "registry.json").read_text())
-    assert [m["name"] for m in report["models"]] == ["mobilenet_v1_025"]
-    assert report["forward_pass"][0]["output"] == "(1, 1000)"
-    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One short ``lightnets demo`` (2 epochs at 32 px, 3 variants), shared by the tests below."""
+    output = tmp_path_factory.mktemp("demo")
+    code = main(["demo", "--output", str(output), "--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "0",
+                 "--runs", "3", "--quiet"])
+    return code, output
+
+
+def test_demo_trains_exports_three_variants_and_reports(demo_run, capsys):
+    code, output = demo_run
+    assert code == 0
+    report = json.loads((output / "report.json").read_text())
+    assert list(report["variants"]) == ["float", "int8_ptq", "int8_qat_pruned50"]
+    for name, variant in report["variants"].items():
+        assert 0.3 < variant["accuracy"] <= 1.0, (name, variant["accuracy"])  # 10 classes: chance is 0.1
+        assert (output / variant["path"]).stat().st_size == variant["size_bytes"]
+        assert variant["latency_ms"] > 0
+    variants = report["variants"]
+    assert variants["int8_ptq"]["size_bytes"] < 0.5 * variants["float"]["size_bytes"]
+    assert variants["int8_qat_pruned50"]["kernel_sparsity"] >= 0.49
+    assert variants["float"]["kernel_sparsity"] < 0.1
+    assert (output / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (output / "train" / "best.keras").is_file()
+    assert not [p for p in output.rglob("*") if ".tmp" in p.name]
+
+
+def test_compress_prunes_and_quantizes_a_trained_model(demo_run, tmp_path, capsys):
+    _, output = demo_run
+    out = tmp_path / "small.h5"
+    code = main(["compress", str(output / "train" / "best.keras"), "--prune", "0.6", "--qat", "--prune-epochs", "1",
+                 "--qat-epochs", "1", "--limit", "200", "--export", "int8", "-o", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "small.json").read_text())
+    assert report["overall_sparsity"] >= 0.59
+    assert report["tflite"]["kernel_sparsity"] >= 0.59
+    assert report["tflite"]["accuracy"] > 0.2
+    assert out.is_file() and (tmp_path / "small.tflite").is_file()
+    # and the compressed .h5 converts again with `lightnets export`
+    assert main(["export", str(out), "-q", "int8", "-o", str(tmp_path / "again.tflite"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [(["compress", "mobilenet_v2_035"], "nothing to do"),
+     (["compress", "no_such_model", "--qat"], "no_such_model"),
+     (["compress", "/no/such/model.keras", "--qat"], "does not exist"),
+     (["compress", "mobilenet_v2_035", "--prune", "1.5"], "fraction"),
+     (["demo", "--model", "resnet50"], "resnet50")],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, fragment, capsys, tmp_path):
+    try:
+        code = main([*argv, *(["--output", str(tmp_path / "o")] if argv[0] == "demo" else [])])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,7 @@
-"""The ``lightnets`` command: ``list``, ``info`` and ``demo``.
+"""The ``lightnets`` command: ``list``, ``info``, ``train``, ``compress``, ``export``, ``bench``, ``demo``.
+
+Each subcommand beyond ``list``/``info`` lives in its own module with
+``add_arguments(parser)`` and ``run(args) -> int``.
 
 Exit codes: 0 success, 2 bad arguments, 1 failure; errors are one line on stderr.
 """
@@ -8,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 
 
@@ -63,46 +65,6 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    """Print the registry, run one forward pass per model, write ``OUTPUT/registry.json``."""
-    import os
-    import tempfile
-
-    import numpy as np
-
-    from keras_lightnets import create_model, list_models, model_config
-
-    names = list_models(args.models)
-    if not names:
-        print(f"lightnets: error: no model matches --models {args.models!r}", file=sys.stderr)
-        return 2
-    table = registry_rows(args.models)
-    print(_table(table, list(table[0])))
-    print("\nOne forward pass per model (random weights, batch of 1, default input size):")
-    rows = []
-    rng = np.random.default_rng(0)
-    for name in names:
-        config = model_config(name)
-        model = create_model(name, weights=None)
-        image = rng.uniform(0, 255, (1, *config.input_shape)).astype("float32")
-        start = time.perf_counter()
-        output = model.predict(image, verbose=0)
-        rows.append({
-            "name": name, "output": str(tuple(output.shape)),
-            "sum of probabilities": f"{float(output.sum()):.4f}",
-            "first call (s)": f"{time.perf_counter() - start:.2f}",
-        })
-        print(_table(rows[-1:], list(rows[-1])).splitlines()[-1], flush=True)
-    os.makedirs(args.output, exist_ok=True)
-    report = {"models": [model_config(n).as_dict() for n in names], "forward_pass": rows}
-    fd, tmp = tempfile.mkstemp(dir=args.output, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, os.path.join(args.output, "registry.json"))
-    print(f"\nwrote {os.path.join(args.output, 'registry.json')}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lightnets", description="Lightweight image classifiers for Keras.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -112,18 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("info", help="facts of one model as JSON")
     p.add_argument("name")
     p.set_defaults(run=_cmd_info)
-    p = commands.add_parser("demo", help="print the registry and run every model once")
-    p.add_argument("--output", default="demo-output", help="folder for registry.json")
-    p.add_argument("--models", default="*", help="shell-style pattern of the models to run (default: all)")
-    p.set_defaults(run=_cmd_demo)
-    from keras_lightnets.cli import export, train
+    from keras_lightnets.cli import bench, compress, demo, export, train
 
-    p = commands.add_parser("train", help="fine-tune a registry model on digits, an image folder or a TFDS dataset")
-    train.add_arguments(p)
-    p.set_defaults(run=train.run)
-    p = commands.add_parser("export", help="convert a model to TensorFlow Lite (also tools/convert_tflite.py)")
-    export.add_arguments(p)
-    p.set_defaults(run=export.run)
+    for name, module, text in (
+        ("train", train, "fine-tune a registry model on digits, an image folder or a TFDS dataset"),
+        ("compress", compress, "prune and/or quantization-aware train a model"),
+        ("export", export, "convert a model to TensorFlow Lite (also tools/convert_tflite.py)"),
+        ("bench", bench, "parameters, MACs, Keras and LiteRT latency and size, vs keras.applications"),
+        ("demo", demo, "train on the bundled digits, export float/int8/pruned int8 TFLite, report"),
+    ):
+        p = commands.add_parser(name, help=text)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
     return parser
 
 

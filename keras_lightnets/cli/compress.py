@@ -1,0 +1,199 @@
+"""``lightnets compress MODEL --prune 0.5 --qat ...``: prune and/or quantization-aware train a model.
+
+``MODEL`` is a ``.keras`` file (e.g. ``best.keras`` from ``lightnets train``), a
+tf_keras ``.h5`` / SavedModel, or a registry name (a fresh classifier for the
+data's classes, ImageNet weights when cached). The data (``--data``, as for
+``train``) fine-tunes the compressed model; the result is a tf_keras ``.h5``
+(what TFMOT produces) plus a JSON report (sparsity per layer, test accuracy),
+and with ``--export MODE`` also a verified ``.tflite``. Every file is written
+under a temporary name and renamed at the end. Exit codes: 0, 2 bad arguments,
+1 failure, each failure one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+PROG = "lightnets compress"
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1); received {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``compress`` command's arguments to ``parser``."""
+    parser.add_argument("model", help="a .keras/.h5 model file, a SavedModel folder or a registered name")
+    parser.add_argument("--prune", type=_fraction, default=None, metavar="SPARSITY",
+                        help="magnitude-prune Conv2D/SeparableConv2D/Dense kernels to this sparsity, e.g. 0.5")
+    parser.add_argument("--qat", action="store_true",
+                        help="quantization-aware training (keeps the zeros of --prune)")
+    parser.add_argument("--data", default="digits", metavar="SRC",
+                        help="training data: 'digits' (default), an image folder or 'tfds:NAME[:SPLIT]'")
+    parser.add_argument("--data-dir", default=None, help="TFDS data folder")
+    parser.add_argument("--limit", type=int, default=None, help="use at most this many images per split")
+    parser.add_argument("--preprocessing", choices=("auto", "none", "tf", "torch"), default="auto",
+                        help="how [0, 255] pixels become the model's input; 'auto': the registry's mode for a "
+                             "registered name, 'none' for files (models from `lightnets train` rescale inside)")
+    parser.add_argument("--prune-epochs", type=_count, default=3, help="pruning fine-tune epochs (default 3)")
+    parser.add_argument("--qat-epochs", type=_count, default=2, help="QAT fine-tune epochs (default 2)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both fine-tunes")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input side for a registered name (default: the registry's); files keep theirs")
+    parser.add_argument("--export", choices=("none", "float16", "dynamic", "int8"), default=None,
+                        help="also write OUT.tflite in this mode, verified on the test split")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output .h5 (default: MODEL's name + '_compressed.h5' in the current folder)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="print only the result")
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(f"[compress] {message}", file=sys.stderr, flush=True)
+
+
+def _argument_error(args) -> str | None:
+    if args.prune is None and not args.qat:
+        return "nothing to do: give --prune SPARSITY and/or --qat"
+    if args.batch_size < 1 or args.lr <= 0:
+        return "--batch-size must be >= 1 and --lr > 0"
+    if args.output is not None and not args.output.lower().endswith((".h5", ".hdf5")):
+        return f"--output must end in .h5 (a tf_keras model file); received {args.output!r}"
+    if args.output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        return f"--output folder does not exist: {os.path.dirname(os.path.abspath(args.output))!r}"
+    if args.limit is not None and args.limit < 1:
+        return "--limit must be >= 1"
+    return None
+
+
+def _load(args, kind: str, classes: int | None):
+    """``(model, preprocessing mode)`` for a file or a registry name."""
+    from keras_lightnets import model_config
+    from keras_lightnets.export.convert import load_model_file
+
+    if kind != "registry":
+        return load_model_file(kind, args.model), "none" if args.preprocessing == "auto" else args.preprocessing
+    from keras_lightnets.training import build_classifier
+
+    size = args.image_size or model_config(args.model).input_size
+    model, _ = build_classifier(args.model, classes, image_size=size, weights="auto")
+    return model, "none" if args.preprocessing == "auto" else args.preprocessing
+
+
+def _atomic_save(model, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.h5")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def compress(args) -> dict:
+    """Run the command; returns the report written beside the output."""
+    import numpy as np
+
+    from keras_lightnets import compression, variants
+    from keras_lightnets.data.sources import load_images
+    from keras_lightnets.export.convert import model_kind
+    from keras_lightnets.imagenet import preprocess_input
+
+    kind = model_kind(args.model)
+    started = time.perf_counter()
+    _say(args, f"loading {args.data}")
+    probe = None
+    if kind == "registry":
+        from keras_lightnets import model_config
+
+        side = args.image_size or model_config(args.model).input_size
+        probe = load_images(args.data, image_size=(side, side), split="train", limit=args.limit, seed=args.seed,
+                            data_dir=args.data_dir)
+    model, mode = _load(args, kind, len(probe.class_names) if probe else None)
+    height, width = (int(d) for d in model.inputs[0].shape[1:3])
+    parts = {}
+    for split in ("train", "test"):
+        data = probe if (split == "train" and probe is not None) else load_images(
+            args.data, image_size=(height, width), split=split, limit=args.limit, seed=args.seed,
+            data_dir=args.data_dir)
+        parts[split] = (np.asarray(preprocess_input(data.images.copy(), mode=mode), dtype="float32"), data.labels)
+    _say(args, f"{len(parts['train'][0])} training and {len(parts['test'][0])} test images, "
+               f"model {model.name} ({kind}), preprocessing {mode}")
+    spec = variants.VariantSpec("compressed", args.export or "none", qat=args.qat, sparsity=args.prune)
+    recipe = variants.Recipe(prune_epochs=args.prune_epochs, qat_epochs=args.qat_epochs,
+                             batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, runs=0)
+    _say(args, " then ".join(filter(None, [f"pruning to {args.prune:.0%}" if args.prune else None,
+                                           "quantization-aware training" if args.qat else None])))
+    compressed = variants.make_variant(model, spec, *parts["train"], recipe)
+    output = args.output or f"{os.path.splitext(os.path.basename(args.model.rstrip('/')))[0]}_compressed.h5"
+    test_images, test_labels = parts["test"]
+    probabilities = compressed.predict(test_images, batch_size=64, verbose=0)
+    rows = compression.sparsity_report(compressed)
+    report = {
+        "model": args.model, "output": output, "prune": args.prune, "qat": args.qat,
+        "test_accuracy": float(np.mean(np.argmax(probabilities, -1) == test_labels)),
+        "overall_sparsity": compression.overall_sparsity(rows), "layers": [r.as_dict() for r in rows],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    staged = []
+    try:
+        if args.export:
+            from keras_lightnets.export import to_tflite, verify_tflite
+
+            tflite = os.path.splitext(output)[0] + ".tflite"
+            _say(args, f"exporting {args.export} TFLite")
+            exported = to_tflite(compressed, tflite, args.export,
+                                 representative_data=parts["train"][0][: recipe.representative_samples])
+            staged.append(tflite)
+            check = verify_tflite(tflite, compressed, test_images, labels=test_labels)
+            report["tflite"] = {"path": tflite, "size_bytes": exported.size_bytes,
+                                "accuracy": check.tflite_accuracy, "top1_agreement": check.top1_agreement,
+                                "kernel_sparsity": variants.tflite_kernel_sparsity(tflite)}
+        _atomic_save(compressed, output)
+        staged.append(output)
+        from keras_lightnets.training.outputs import write_json
+
+        write_json(os.path.splitext(output)[0] + ".json", report)
+    except BaseException:
+        for path in staged:
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightnets compress`` with parsed ``args``; returns the exit code."""
+    from keras_lightnets.export.convert import UsageError
+
+    reason = _argument_error(args)
+    if reason:
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return 2
+    try:
+        report = compress(args)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    summary = {k: report[k] for k in ("output", "test_accuracy", "overall_sparsity")}
+    if "tflite" in report:
+        summary["tflite"] = report["tflite"]
+    print(json.dumps(summary, indent=1))
+    return 0

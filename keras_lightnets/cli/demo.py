@@ -1,0 +1,155 @@
+"""``lightnets demo --output DIR``: the whole pipeline on the bundled digits (what ``make demo`` runs).
+
+1. ``lightnets train`` of ``--model`` (default ``mobilenet_v3_small_100``) on the
+   digits upscaled to ``--image-size`` pixels, from ImageNet weights when they
+   are in the Keras cache, from scratch otherwise (``weights="auto"``);
+2. three ``.tflite`` variants (``keras_lightnets.variants``): ``float``,
+   ``int8_ptq`` (post-training int8) and ``int8_qat_pruned50`` (50% pruned +
+   sparsity-preserving QAT), each evaluated with LiteRT on the held-out split
+   and benchmarked;
+3. a table on stdout, ``DIR/report.json``
+   (``{"variants": {name: {"accuracy", "size_bytes", "latency_ms", ...}}}``,
+   accuracy a fraction) and ``DIR/report.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+PROG = "lightnets demo"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` command's arguments to ``parser``."""
+    parser.add_argument("--output", default="demo-output", help="folder for the models, .tflite files and report")
+    parser.add_argument("--model", default="mobilenet_v3_small_100", help="registered model to train")
+    parser.add_argument("--image-size", type=_positive, default=48,
+                        help="digits are upscaled from 8x8 to this side (default 48)")
+    parser.add_argument("--epochs", type=int, default=10, help="phase 1 epochs (default 10)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=5, help="phase 2 epochs (default 5)")
+    parser.add_argument("--variants", default=",".join(("float", "int8_ptq", "int8_qat_pruned50")),
+                        help="comma-separated variants (float, int8_ptq, int8_qat, int8_qat_pruned50, "
+                             "int8_qat_pruned75)")
+    parser.add_argument("--threads", type=_positive, default=1, help="LiteRT threads for latency (default 1)")
+    parser.add_argument("--runs", type=int, default=50, help="timed LiteRT runs per variant (default 50)")
+    parser.add_argument("--quiet", action="store_true", help="print only the final table")
+
+
+def _table(results: dict) -> str:
+    from keras_lightnets.cli import _table as table
+
+    rows = [{
+        "variant": name, "accuracy": f"{r.accuracy:.4f}", "size (KiB)": f"{r.size_bytes / 1024:.1f}",
+        "gzip (KiB)": f"{r.gzip_bytes / 1024:.1f}", "zeros in kernels": f"{r.kernel_sparsity:.2f}",
+        "latency (ms)": "-" if r.latency_ms is None else f"{r.latency_ms:.3f}",
+    } for name, r in results.items()]
+    return table(rows, list(rows[0]))
+
+
+def write_plot(results: dict, path: str, title: str) -> None:
+    """Bar charts of accuracy, size and latency per variant (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    panels = (("test accuracy (LiteRT)", [results[n].accuracy for n in names]),
+              ("size (KiB)", [results[n].size_bytes / 1024 for n in names]),
+              ("median latency (ms)", [results[n].latency_ms or 0.0 for n in names]))
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for axis, (label, values) in zip(axes, panels, strict=True):
+        bars = axis.bar(names, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2"][: len(names)])
+        axis.set_title(label)
+        axis.bar_label(bars, fmt="%.3g", fontsize=8)
+        axis.tick_params(axis="x", rotation=20, labelsize=8)
+    if panels[0][1]:
+        axes[0].set_ylim(max(0.0, min(panels[0][1]) - 0.1), 1.0)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    temporary = f"{path}.{os.getpid()}.tmp.png"
+    try:
+        figure.savefig(temporary, dpi=110)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def demo(args) -> dict:
+    """Train, make the variants, write the report; returns the report."""
+    import numpy as np
+
+    from keras_lightnets import variants
+    from keras_lightnets.data.sources import load_images
+    from keras_lightnets.training import fine_tune
+    from keras_lightnets.training.outputs import write_json
+
+    names = variants.check_variant_names([n.strip() for n in args.variants.split(",") if n.strip()])
+    say = (lambda message: None) if args.quiet else (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    os.makedirs(args.output, exist_ok=True)
+    say(f"training {args.model} on the bundled digits at {args.image_size}x{args.image_size}")
+    trained = fine_tune(
+        args.model, "digits", weights="auto", image_size=args.image_size, epochs_frozen=args.epochs,
+        epochs_unfrozen=args.fine_tune_epochs, output_dir=os.path.join(args.output, "train"), quiet=args.quiet,
+    )
+    say(f"best validation accuracy {trained.best_val_accuracy:.4f} (epoch {trained.best_epoch}); "
+        f"starting weights: {trained.weights or 'none (from scratch)'}")
+    import keras
+
+    model = keras.saving.load_model(trained.best_path, safe_mode=True)
+    size = (args.image_size, args.image_size)
+    train = load_images("digits", image_size=size, split="train")
+    test = load_images("digits", image_size=size, split="test")
+    recipe = variants.Recipe(threads=args.threads, runs=args.runs)
+    results = variants.run_variants(model, names, args.output, (train.images, train.labels),
+                                    (test.images, test.labels), recipe, progress=say)
+    report = {
+        "model": args.model, "image_size": args.image_size, "weights": trained.weights,
+        "dataset": {"name": "UCI hand-written digits (bundled)", "train": len(train.labels),
+                    "test": len(test.labels), "classes": len(train.class_names)},
+        "keras_val_accuracy": trained.best_val_accuracy, "threads": args.threads,
+        "variants": {name: r.as_dict() for name, r in results.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    for entry in report["variants"].values():
+        entry.pop("export", None)
+        entry["path"] = os.path.relpath(entry["path"], args.output)
+    write_json(os.path.join(args.output, "report.json"), report)
+    write_plot(results, os.path.join(args.output, "report.png"),
+               f"{args.model} on digits {args.image_size}px: LiteRT, {args.threads} thread(s)")
+    print(_table(results))
+    print(f"\nwrote {os.path.join(args.output, 'report.json')} and report.png "
+          f"({report['seconds']:.0f} s; Keras float accuracy {np.float64(trained.best_val_accuracy):.4f})")
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightnets demo`` with parsed ``args``; returns the exit code."""
+    from keras_lightnets import list_models
+
+    if args.model not in list_models():
+        print(f"{PROG}: error: unknown model {args.model!r}; see `lightnets list`", file=sys.stderr)
+        return 2
+    if args.epochs < 0 or args.fine_tune_epochs < 0 or args.epochs + args.fine_tune_epochs < 1 or args.runs < 0:
+        print(f"{PROG}: error: --epochs/--fine-tune-epochs must be >= 0 (at least one epoch in all) "
+              "and --runs >= 0", file=sys.stderr)
+        return 2
+    try:
+        demo(args)
+    except ValueError as err:
+        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
