@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 OUTPUT ?= demo-output
-PYTEST_ARGS ?=
+# Both cores (CI has 2); tests that share a module fixture stay on one worker (xdist_group).
+PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: demo test lint install clean
 

@@ -16,6 +16,9 @@ Each layer is weightless (``get_prunable_weights()`` is empty) and declares its
 TFMOT ``QuantizeConfig`` through ``quantize_config()`` (see
 ``keras_lightnets.compression.configs``; TFMOT is imported only then).
 
+``call`` accepts (and ignores) the ``mask`` Keras or TFMOT wrappers pass after a
+masking-aware layer such as ``Concatenate``.
+
 All layers take and return channels-last tensors ``(batch, height, width, channels)``
 and keep the shape (``ChannelSplit`` returns ``groups`` tensors of
 ``channels / groups`` channels each).
@@ -101,14 +104,14 @@ def _define(flavour: str) -> dict[str, type]:
     class HardSigmoid(_TwoStep):
         """``relu6(x + 3) / 6``, elementwise; any shape in, same shape out."""
 
-        def call(self, inputs):
+        def call(self, inputs, mask=None):
             return self.intermediate(ops.relu6(inputs + 3.0)) * (1.0 / 6.0)
 
     @register()
     class HardSwish(_Elementwise):
         """``x * relu6(x + 3) / 6``, elementwise; any shape in, same shape out."""
 
-        def call(self, inputs):
+        def call(self, inputs, mask=None):
             return inputs * (ops.relu6(inputs + 3.0) * (1.0 / 6.0))
 
     @register()
@@ -125,7 +128,7 @@ def _define(flavour: str) -> dict[str, type]:
             self.scale = _floats("scale", scale)
             self.offset = _floats("offset", offset)
 
-        def call(self, inputs):
+        def call(self, inputs, mask=None):
             return self.intermediate(inputs * _constant(self.scale)) + _constant(self.offset)
 
         def get_config(self):
@@ -172,7 +175,7 @@ def _define(flavour: str) -> dict[str, type]:
             _check_channels("ChannelShuffle", input_shape, self.groups)
             super().build(input_shape)
 
-        def call(self, inputs):
+        def call(self, inputs, mask=None):
             shape = ops.shape(inputs)
             channels = inputs.shape[-1]
             x = ops.reshape(inputs, (-1, shape[1], shape[2], self.groups, channels // self.groups))
@@ -196,7 +199,7 @@ def _define(flavour: str) -> dict[str, type]:
             _check_channels("ChannelSplit", input_shape, self.groups)
             super().build(input_shape)
 
-        def call(self, inputs):
+        def call(self, inputs, mask=None):
             return list(ops.split(inputs, self.groups, axis=-1))
 
         def compute_output_shape(self, input_shape):

@@ -54,6 +54,7 @@ def demo_run(tmp_path_factory):
     return code, output
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_trains_exports_three_variants_and_reports(demo_run, capsys):
     code, output = demo_run
     assert code == 0
@@ -72,6 +73,7 @@ def test_demo_trains_exports_three_variants_and_reports(demo_run, capsys):
     assert not [p for p in output.rglob("*") if ".tmp" in p.name]
 
 
+@pytest.mark.xdist_group("demo")
 def test_compress_prunes_and_quantizes_a_trained_model(demo_run, tmp_path, capsys):
     _, output = demo_run
     out = tmp_path / "small.h5"
