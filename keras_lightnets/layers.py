@@ -34,6 +34,7 @@ module attributes (``keras_lightnets.layers.HardSwish``); the tf_keras ones are 
 from __future__ import annotations
 
 import functools
+import sys
 from types import SimpleNamespace
 
 from keras_lightnets import _backend
@@ -237,6 +238,14 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# Register the Keras 3 classes now, so that `keras.saving.load_model` finds them in any
-# process that imported keras_lightnets (the tf_keras twins register with `legacy`).
-_define("keras")
+def register(flavour: str = "keras") -> None:
+    """Register the package's layers with ``flavour``'s serialization, so that
+    ``keras.saving.load_model`` (or tf_keras') finds them. Building any model does
+    this too; call it before loading a file in a fresh process."""
+    _define(_backend.check_flavour(flavour))
+
+
+# `import keras_lightnets` stays free of TensorFlow (fast CLI, one-line errors); when Keras
+# is already loaded, registering costs nothing, so `.keras` files load right away.
+if "keras" in sys.modules:
+    register("keras")

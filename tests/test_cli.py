@@ -65,6 +65,10 @@ def test_demo_trains_exports_three_variants_and_reports(demo_run, capsys):
         assert (output / variant["path"]).stat().st_size == variant["size_bytes"]
         assert variant["latency_ms"] > 0
     variants = report["variants"]
+    # Speed-free versions of the compression targets (short training here; the benchmark
+    # script measures the real ones): int8 stays close to float, pruned + QAT too.
+    assert variants["int8_ptq"]["accuracy"] >= variants["float"]["accuracy"] - 0.03
+    assert variants["int8_qat_pruned50"]["accuracy"] >= variants["float"]["accuracy"] - 0.05
     assert variants["int8_ptq"]["size_bytes"] < 0.5 * variants["float"]["size_bytes"]
     assert variants["int8_qat_pruned50"]["kernel_sparsity"] >= 0.49
     assert variants["float"]["kernel_sparsity"] < 0.1

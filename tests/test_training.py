@@ -207,7 +207,8 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
 
     out = tmp_path / "run"
     argv = [SMALL, "--weights", "none", "--image-size", "32", "--limit", "800", "--batch-size", "16",
-            "--epochs", "2", "--fine-tune-epochs", "1", "--lr", "3e-3", "--output", str(out), "--quiet"]
+            "--epochs", "2", "--fine-tune-epochs", "4", "--lr", "3e-3", "--output", str(out), "--quiet"]
+    # 6 epochs: the Ctrl-C sent after epoch 2 lands mid-run even on a loaded machine.
     command = [sys.executable, "-m", "keras_lightnets.cli.train", *argv]
     state_file = out / "checkpoints" / "state.json"
 
@@ -221,7 +222,7 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
         first.wait()
     assert first.returncode == -signal.SIGKILL
     state = json.loads(state_file.read_text())
-    assert state["epoch"] < 3 and state["history"][0] == killed_state["history"][0]
+    assert state["epoch"] < 6 and state["history"][0] == killed_state["history"][0]
 
     second = subprocess.Popen([*command, "--resume"], env=_env(), stderr=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, text=True)
@@ -236,7 +237,7 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
     assert "interrupted" in errors.strip().splitlines()[-1]
     assert _temporaries(out) == []
     state = json.loads(state_file.read_text())
-    assert 2 <= state["epoch"] <= 3
+    assert 2 <= state["epoch"] <= 5
 
     capsys.readouterr()
     assert _cli([*argv[:-1], "--resume"]) == 0  # not quiet: says where it resumes
@@ -244,13 +245,13 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
     assert f"resuming after epoch {state['epoch']}" in output.err
     with open(out / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert float(rows[0]["val_accuracy"]) == pytest.approx(killed_state["history"][0]["val_accuracy"])
-    assert json.loads(state_file.read_text())["epoch"] == 3
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-003.keras", "state.json"]
+    assert json.loads(state_file.read_text())["epoch"] == 6
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-006.keras", "state.json"]
     assert _temporaries(out) == []
     keras.saving.load_model(out / "best.keras", safe_mode=True)
-    keras.saving.load_model(out / "checkpoints" / "epoch-003.keras", safe_mode=True)
+    keras.saving.load_model(out / "checkpoints" / "epoch-006.keras", safe_mode=True)
 
 
 def _free_ports(count: int) -> list[int]:

@@ -57,7 +57,7 @@ def checks(results: dict, keras_accuracy: float) -> list[tuple[str, bool, str]]:
         out.append(("50% pruned + PQAT int8 within 1.5 pt", points["int8_qat_pruned50"] <= 1.5,
                     f"{points['int8_qat_pruned50']:+.2f} pt"))
         out.append((">= 50% zeros in pruned kernels of the .tflite", p50.kernel_sparsity >= 0.5,
-                    f"{p50.kernel_sparsity:.3f}"))
+                    f"{p50.kernel_sparsity:.6f}"))
     if "float" in r and "int8_ptq" in r:
         ratio = r["int8_ptq"].size_bytes / r["float"].size_bytes
         out.append(("int8 size <= 0.30x float", ratio <= 0.30, f"{ratio:.3f}x"))
@@ -87,7 +87,7 @@ def markdown(all_results: dict, label: str, args) -> str:
             p90 = "-" if r.p90_ms is None else f"{r.p90_ms:.3f}"
             lines.append(f"| {model} | {name} | {r.accuracy:.4f} | {100 * (entry['keras'] - r.accuracy):+.2f} | "
                          f"{r.size_bytes / 1024:.1f} | {r.gzip_bytes / 1024:.1f} | {ratio} | "
-                         f"{r.kernel_sparsity:.3f} | {latency} | {p90} |")
+                         f"{r.kernel_sparsity:.4f} | {latency} | {p90} |")
     lines += ["", "| model | target | met | measured |", "|---|---|---|---|"]
     for model, entry in all_results.items():
         lines += [f"| {model} | {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in entry["checks"]]
