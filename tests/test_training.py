@@ -224,8 +224,10 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
     state = json.loads(state_file.read_text())
     assert state["epoch"] < 6 and state["history"][0] == killed_state["history"][0]
 
+    # pytest-xdist workers ignore SIGINT and children inherit that: give the child a real Ctrl-C.
     second = subprocess.Popen([*command, "--resume"], env=_env(), stderr=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.DEVNULL, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_epoch(state_file, 2, second, timeout=240)
         second.send_signal(signal.SIGINT)

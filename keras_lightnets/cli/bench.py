@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from keras_lightnets import bench
+from keras_lightnets.cli._args import positive_int
 
 PROG = "lightnets bench"
 DEFAULT_MODELS = ("mobilenet_v2_035", "mobilenet_v3_small_100", "shufflenet_v2_x0_5", "squeezenet1_1",
@@ -36,16 +37,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"lightnets: error: {message}\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``bench``'s arguments to ``parser`` (the subcommand's parser or a stand-alone one)."""
     parser.add_argument(
@@ -53,11 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"registry names or shell patterns (`lightnets list`); default: {' '.join(DEFAULT_MODELS)}",
     )
     parser.add_argument("--all", action="store_true", help="benchmark every registered model")
-    parser.add_argument("--input-size", type=_positive, default=None, metavar="PX",
+    parser.add_argument("--input-size", type=positive_int, default=None, metavar="PX",
                         help="square input side in pixels (default: each model's own, 224)")
-    parser.add_argument("--threads", type=_positive, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="LiteRT threads, also asked of TensorFlow for the Keras timings (default 1)")
-    parser.add_argument("--runs", type=_positive, default=bench.DEFAULT_RUNS,
+    parser.add_argument("--runs", type=positive_int, default=bench.DEFAULT_RUNS,
                         help=f"timed runs behind each median (default {bench.DEFAULT_RUNS})")
     parser.add_argument("--no-twins", action="store_true", help="skip the keras.applications twins")
     parser.add_argument("--output", default="bench-output", metavar="DIR",

@@ -18,27 +18,15 @@ import os
 import sys
 import time
 
+from keras_lightnets.cli._args import fraction, natural_int
+
 PROG = "lightnets compress"
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1); received {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``compress`` command's arguments to ``parser``."""
     parser.add_argument("model", help="a .keras/.h5 model file, a SavedModel folder or a registered name")
-    parser.add_argument("--prune", type=_fraction, default=None, metavar="SPARSITY",
+    parser.add_argument("--prune", type=fraction, default=None, metavar="SPARSITY",
                         help="magnitude-prune Conv2D/SeparableConv2D/Dense kernels to this sparsity, e.g. 0.5")
     parser.add_argument("--qat", action="store_true",
                         help="quantization-aware training (keeps the zeros of --prune)")
@@ -49,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocessing", choices=("auto", "none", "tf", "torch"), default="auto",
                         help="how [0, 255] pixels become the model's input; 'auto': the registry's mode for a "
                              "registered name, 'none' for files (models from `lightnets train` rescale inside)")
-    parser.add_argument("--prune-epochs", type=_count, default=3, help="pruning fine-tune epochs (default 3)")
-    parser.add_argument("--qat-epochs", type=_count, default=2, help="QAT fine-tune epochs (default 2)")
+    parser.add_argument("--prune-epochs", type=natural_int, default=3, help="pruning fine-tune epochs (default 3)")
+    parser.add_argument("--qat-epochs", type=natural_int, default=2, help="QAT fine-tune epochs (default 2)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both fine-tunes")
     parser.add_argument("--image-size", type=int, default=None,

@@ -19,28 +19,23 @@ import os
 import sys
 import time
 
+from keras_lightnets.cli._args import positive_int
+
 PROG = "lightnets demo"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` command's arguments to ``parser``."""
     parser.add_argument("--output", default="demo-output", help="folder for the models, .tflite files and report")
     parser.add_argument("--model", default="mobilenet_v3_small_100", help="registered model to train")
-    parser.add_argument("--image-size", type=_positive, default=48,
+    parser.add_argument("--image-size", type=positive_int, default=48,
                         help="digits are upscaled from 8x8 to this side (default 48)")
     parser.add_argument("--epochs", type=int, default=10, help="phase 1 epochs (default 10)")
     parser.add_argument("--fine-tune-epochs", type=int, default=5, help="phase 2 epochs (default 5)")
     parser.add_argument("--variants", default=",".join(("float", "int8_ptq", "int8_qat_pruned50")),
                         help="comma-separated variants (float, int8_ptq, int8_qat, int8_qat_pruned50, "
                              "int8_qat_pruned75)")
-    parser.add_argument("--threads", type=_positive, default=1, help="LiteRT threads for latency (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads for latency (default 1)")
     parser.add_argument("--runs", type=int, default=50, help="timed LiteRT runs per variant (default 50)")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
 

@@ -14,32 +14,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from keras_lightnets.cli._args import natural_int, positive_float, positive_int
+
 WEIGHTS_HELP = (
     "starting weights: 'imagenet' (downloaded or cached), 'auto' (ImageNet when already in the Keras cache "
     "or $KERAS_LIGHTNETS_WEIGHTS_DIR, else train from scratch; never downloads), 'none' (from scratch), "
     "or the path of a weights file"
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}")
-    return value
-
-
-def _natural_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; received {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number; received {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,20 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'digits' (bundled, default), a folder with one subfolder of images per class, "
                              "or 'tfds:NAME[:SPLIT]' (a TFDS dataset prepared in --data-dir)")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: TFDS's own)")
-    parser.add_argument("--limit", type=_positive_int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="use at most this many images of each split (seeded choice)")
     parser.add_argument("--weights", default="imagenet", metavar="imagenet|auto|none|PATH", help=WEIGHTS_HELP)
-    parser.add_argument("--epochs", type=_natural_int, default=3,
+    parser.add_argument("--epochs", type=natural_int, default=3,
                         help="phase 1 epochs: base frozen, head trained (default 3)")
-    parser.add_argument("--fine-tune-epochs", type=_natural_int, default=3,
+    parser.add_argument("--fine-tune-epochs", type=natural_int, default=3,
                         help="phase 2 epochs: top blocks unfrozen, lower learning rate (default 3)")
-    parser.add_argument("--unfreeze-blocks", type=_natural_int, default=2,
+    parser.add_argument("--unfreeze-blocks", type=natural_int, default=2,
                         help="blocks of the base unfrozen in phase 2, counted from the top (default 2)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="per replica (default 32)")
-    parser.add_argument("--image-size", type=_positive_int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="per replica (default 32)")
+    parser.add_argument("--image-size", type=positive_int, default=None,
                         help="square input side in pixels, at least 32 (default: the model's ImageNet size)")
-    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="phase 1 learning rate (default 1e-3)")
-    parser.add_argument("--fine-tune-lr", type=_positive_float, default=None,
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="phase 1 learning rate (default 1e-3)")
+    parser.add_argument("--fine-tune-lr", type=positive_float, default=None,
                         help="phase 2 learning rate (default: --lr / 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling, initialisation (default 0)")
     parser.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker"), default="auto",

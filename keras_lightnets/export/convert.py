@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keras_lightnets.cli._args import positive_int
 from keras_lightnets.export.tflite import QUANTIZATION_MODES, ConversionError, temp_file_beside
 
 PROG = "convert_tflite"
@@ -71,16 +72,6 @@ def _input_size(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int; received {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the converter's arguments to ``parser`` (its own, or the ``lightnets export`` subparser)."""
     parser.add_argument("model", help="a .keras / .h5 file, a Keras SavedModel folder, or a registered model name")
@@ -91,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="SRC", help=f"RGB pixels in [0, 255] for int8 calibration and --verify: "
                                                       f"{DATA_FORMS}")
     parser.add_argument("--data-dir", help="the TFDS data folder for --data tfds:... (nothing is downloaded)")
-    parser.add_argument("--num-samples", type=_positive, default=100,
+    parser.add_argument("--num-samples", type=positive_int, default=100,
                         help="images read from --data (calibration uses at most 100). Default: 100")
     parser.add_argument("--preprocessing", choices=PREPROCESSING, default="auto",
                         help="map --data pixels to the model's input: tf ([-1, 1]), torch (ImageNet mean/std), none; "
@@ -102,16 +93,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=_input_size, metavar="N|HxW",
                         help="input size: registry models are built with it (default: the variant's); model files "
                              "with an open input size need it")
-    parser.add_argument("--classes", type=_positive, help="registry models: number of classes (default 1000)")
+    parser.add_argument("--classes", type=positive_int, help="registry models: number of classes (default 1000)")
     parser.add_argument("--flavour", choices=("keras", "tf_keras"), default="keras",
                         help="registry models: build with Keras 3 or tf_keras. Default: keras")
-    parser.add_argument("--batch-size", type=_positive, default=1, help="static batch of the file. Default: 1")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="static batch of the file. Default: 1")
     parser.add_argument("--allow-float-ops", action="store_true",
                         help="int8: keep the file even if some ops stay in float (default: an error naming them)")
     parser.add_argument("--verify", action="store_true", help="compare the file with the Keras model on --data")
     parser.add_argument("--benchmark", action="store_true", help="measure latency and peak memory with LiteRT")
-    parser.add_argument("--threads", type=_positive, default=1, help="interpreter threads. Default: 1")
-    parser.add_argument("--runs", type=_positive, default=50, help="timed benchmark runs. Default: 50")
+    parser.add_argument("--threads", type=positive_int, default=1, help="interpreter threads. Default: 1")
+    parser.add_argument("--runs", type=positive_int, default=50, help="timed benchmark runs. Default: 50")
     parser.add_argument("--warmup", type=int, default=5, help="untimed benchmark runs first. Default: 5")
     parser.add_argument("--quiet", action="store_true", help="no progress lines or warnings on stderr")
 

@@ -1,0 +1,40 @@
+"""``argparse`` types shared by the ``lightnets`` subcommands (one copy each).
+
+Each turns the text of an option into a number or raises
+``argparse.ArgumentTypeError`` with the rule and the received text, which
+argparse prints as the command's one-line usage error (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _number(text: str, kind: type, rule: str, ok) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {rule}; received {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}; received {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1."""
+    return _number(text, int, "a positive integer", lambda v: v >= 1)
+
+
+def natural_int(text: str) -> int:
+    """An int >= 0."""
+    return _number(text, int, "an integer >= 0", lambda v: v >= 0)
+
+
+def positive_float(text: str) -> float:
+    """A float > 0."""
+    return _number(text, float, "a positive number", lambda v: v > 0)
+
+
+def fraction(text: str) -> float:
+    """A float strictly between 0 and 1."""
+    return _number(text, float, "a fraction in (0, 1)", lambda v: 0.0 < v < 1.0)
