@@ -115,10 +115,11 @@ def plot(all_results: dict, path: str) -> None:
     right.set_ylabel("median latency (ms)")
     right.tick_params(axis="x", rotation=90, labelsize=5)
     figure.tight_layout()
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary, dpi=110)
+    from keras_lightnets.training.outputs import atomic_path
+
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
-    os.replace(temporary, path)
 
 
 def main(argv=None) -> int:

@@ -84,17 +84,6 @@ def _load(args, kind: str, classes: int | None):
     return model, "none" if args.preprocessing == "auto" else args.preprocessing
 
 
-def _atomic_save(model, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.h5")
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def compress(args) -> dict:
     """Run the command; returns the report written beside the output."""
     import numpy as np
@@ -140,6 +129,8 @@ def compress(args) -> dict:
         "overall_sparsity": compression.overall_sparsity(rows), "layers": [r.as_dict() for r in rows],
         "seconds": round(time.perf_counter() - started, 1),
     }
+    from keras_lightnets.training.outputs import save_model, write_json
+
     staged = []
     try:
         if args.export:
@@ -154,10 +145,8 @@ def compress(args) -> dict:
             report["tflite"] = {"path": tflite, "size_bytes": exported.size_bytes,
                                 "accuracy": check.tflite_accuracy, "top1_agreement": check.top1_agreement,
                                 "kernel_sparsity": variants.tflite_kernel_sparsity(tflite)}
-        _atomic_save(compressed, output)
+        save_model(compressed, output)
         staged.append(output)
-        from keras_lightnets.training.outputs import write_json
-
         write_json(os.path.splitext(output)[0] + ".json", report)
     except BaseException:
         for path in staged:

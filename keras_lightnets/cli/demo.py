@@ -72,14 +72,13 @@ def write_plot(results: dict, path: str, title: str) -> None:
         axes[0].set_ylim(max(0.0, min(panels[0][1]) - 0.1), 1.0)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    temporary = f"{path}.{os.getpid()}.tmp.png"
+    from keras_lightnets.training.outputs import atomic_path
+
     try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def demo(args) -> dict:

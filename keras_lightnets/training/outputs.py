@@ -52,7 +52,7 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def save_model(model, path: str | os.PathLike) -> None:
-    """``model.save`` to a ``.keras`` file, atomically."""
+    """``model.save`` to ``path`` atomically (``.keras``, or ``.h5`` for a tf_keras model)."""
     with atomic_path(path) as tmp:
         model.save(tmp, overwrite=True)
 
