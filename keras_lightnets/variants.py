@@ -3,13 +3,14 @@
 One implementation behind ``lightnets demo``, ``lightnets compress`` and
 ``tools/benchmark_compression.py``:
 
-=====================  ============================================================
-``float``              float32 TFLite of the trained model
-``int8_ptq``           full int8, post-training quantization (calibrated on train images)
-``int8_qat``           full int8 after quantization-aware training
-``int8_qat_pruned50``  50% magnitude pruning, then sparsity-preserving QAT, full int8
-``int8_qat_pruned75``  the same at 75%
-=====================  ============================================================
+=======================  ============================================================
+``float``                float32 TFLite of the trained model
+``int8_ptq``             full int8, post-training quantization (calibrated on train images)
+``int8_ptq_per_tensor``  the same with one scale per weight tensor (smaller file)
+``int8_qat``             full int8 after quantization-aware training
+``int8_qat_pruned50``    50% magnitude pruning, then sparsity-preserving QAT, full int8
+``int8_qat_pruned75``    the same at 75%
+=======================  ============================================================
 
 Images are what the model takes (already preprocessed), ``(N, H, W, C)`` float32;
 labels ``(N,)`` int class ids. Accuracy is measured on the ``.tflite`` with LiteRT.
@@ -33,12 +34,14 @@ class VariantSpec:
     quantization: str
     qat: bool = False
     sparsity: float | None = None
+    per_channel: bool = True
 
 
 VARIANTS = {
     spec.name: spec for spec in (
         VariantSpec("float", "none"),
         VariantSpec("int8_ptq", "int8"),
+        VariantSpec("int8_ptq_per_tensor", "int8", per_channel=False),
         VariantSpec("int8_qat", "int8", qat=True),
         VariantSpec("int8_qat_pruned50", "int8", qat=True, sparsity=0.5),
         VariantSpec("int8_qat_pruned75", "int8", qat=True, sparsity=0.75),
@@ -56,6 +59,7 @@ class Recipe:
     ``prune_epochs``: pruning fine-tune (sparsity ramps up over the first half, then
     holds); ``qat_epochs``: quantization-aware fine-tune; ``learning_rate`` for both.
     ``threads`` / ``runs``: the LiteRT latency benchmark (0 runs: no benchmark).
+    ``strip_names``: write the files without tensor names (``to_tflite(strip_names=True)``).
     """
 
     prune_epochs: int = 3
@@ -66,12 +70,15 @@ class Recipe:
     threads: int = 1
     runs: int = 50
     seed: int = 0
+    strip_names: bool = False
 
 
 @dataclass
 class VariantResult:
     """One variant's file and figures. ``accuracy`` is a fraction (LiteRT on the test split);
-    ``kernel_sparsity``: zeros in the CONV_2D/FULLY_CONNECTED weights of the file."""
+    ``kernel_sparsity``: zeros in the CONV_2D/FULLY_CONNECTED weights of the file;
+    ``delegate_partitions`` / ``ops_outside_delegate``: how XNNPACK covers the file
+    (``export.delegate_coverage``)."""
 
     name: str
     path: str
@@ -84,6 +91,8 @@ class VariantResult:
     latency_ms: float | None = None
     p90_ms: float | None = None
     peak_memory_kib: int | None = None
+    delegate_partitions: int | None = None
+    ops_outside_delegate: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -170,11 +179,11 @@ def export_variant(
     test: tuple[np.ndarray, np.ndarray], recipe: Recipe = Recipe(),
 ) -> VariantResult:
     """Make, convert, evaluate (LiteRT, test split) and benchmark one variant into ``folder``."""
-    from keras_lightnets.export import benchmark_tflite, to_tflite, verify_tflite
+    from keras_lightnets.export import benchmark_tflite, delegate_coverage, to_tflite, verify_tflite
 
     variant = make_variant(model, spec, *train, recipe)
     path = os.path.join(folder, f"{spec.name}.tflite")
-    report = to_tflite(variant, path, spec.quantization,
+    report = to_tflite(variant, path, spec.quantization, per_channel=spec.per_channel, strip_names=recipe.strip_names,
                        representative_data=train[0][: recipe.representative_samples])
     check = verify_tflite(path, variant, test[0], labels=test[1])
     with open(path, "rb") as f:
@@ -185,6 +194,7 @@ def export_variant(
         top1_agreement=check.top1_agreement, kernel_sparsity=tflite_kernel_sparsity(path),
         export=report.as_dict(),
     )
+    result.delegate_partitions, result.ops_outside_delegate = delegate_coverage(path, recipe.threads)
     if recipe.runs:
         bench = benchmark_tflite(path, threads=recipe.threads, runs=recipe.runs)
         result.latency_ms, result.p90_ms, result.peak_memory_kib = bench.median_ms, bench.p90_ms, bench.peak_memory_kib

@@ -70,8 +70,13 @@ def test_demo_trains_exports_three_variants_and_reports(demo_run, capsys):
     assert variants["int8_ptq"]["accuracy"] >= variants["float"]["accuracy"] - 0.03
     assert variants["int8_qat_pruned50"]["accuracy"] >= variants["float"]["accuracy"] - 0.05
     assert variants["int8_ptq"]["size_bytes"] < 0.5 * variants["float"]["size_bytes"]
-    assert variants["int8_qat_pruned50"]["kernel_sparsity"] >= 0.49
+    assert variants["int8_qat_pruned50"]["kernel_sparsity"] >= 0.5
     assert variants["float"]["kernel_sparsity"] < 0.1
+    # Every file runs in one XNNPACK partition (int8 hard-swish is written as ops XNNPACK has;
+    # only the int8 softmax at the end is left to TFLite's own kernel).
+    for variant in variants.values():
+        assert variant["delegate_partitions"] == 1
+        assert set(variant["ops_outside_delegate"]) <= {"SOFTMAX"}, variant["ops_outside_delegate"]
     assert (output / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (output / "train" / "best.keras").is_file()
     assert not [p for p in output.rglob("*") if ".tmp" in p.name]
@@ -85,8 +90,8 @@ def test_compress_prunes_and_quantizes_a_trained_model(demo_run, tmp_path, capsy
                  "--qat-epochs", "1", "--limit", "200", "--export", "int8", "-o", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "small.json").read_text())
-    assert report["overall_sparsity"] >= 0.59
-    assert report["tflite"]["kernel_sparsity"] >= 0.59
+    assert report["overall_sparsity"] >= 0.6
+    assert report["tflite"]["kernel_sparsity"] >= 0.6
     assert report["tflite"]["accuracy"] > 0.2
     assert out.is_file() and (tmp_path / "small.tflite").is_file()
     # and the compressed .h5 converts again with `lightnets export`

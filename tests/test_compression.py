@@ -143,7 +143,24 @@ def test_constant_schedule_holds_the_target_from_begin_step():
     stripped = compression.strip(pruned)
     assert not compression.is_pruned(stripped)
     report = compression.sparsity_report(stripped)
-    assert report and all(row.sparsity >= 0.59 for row in report), [r.as_dict() for r in report if r.sparsity < 0.59]
+    # every layer reaches the target, odd-sized kernels included (TFMOT alone rounds them one weight short)
+    assert report and all(row.sparsity >= 0.6 for row in report), [r.as_dict() for r in report if r.sparsity < 0.6]
+    assert any(row.size % 5 for row in report)  # sizes where 60% is not a whole number of weights
+
+
+@pytest.mark.parametrize(
+    ("target", "sizes", "expected"),
+    [(0.5, [10], 0.5), (0.5, [11], 6 / 11), (0.75, [9], 7 / 9), (0.0, [7], 0.0), (0.5, [1], 0.0),
+     (0.5, [11, 10], 6 / 11), (0.3, [], 0.3)],
+)
+def test_layer_target_rounds_the_kept_weights_down(target, sizes, expected):
+    from keras_lightnets.compression.prune import layer_target
+
+    final = layer_target(target, sizes)
+    assert final == pytest.approx(expected, abs=1e-6)
+    for size in sizes:  # what TFMOT then keeps: round(size * (1 - final)) weights
+        kept = round(size * (1 - final))
+        assert kept >= 1 and (size == 1 or 1 - kept / size >= target)
 
 
 def test_polynomial_schedule_ramps_up():
@@ -183,7 +200,7 @@ def test_update_pruning_step_from_tfmot_works_as_is():
 
     pruned = compression.prune(_fine_tuned("mnasnet_b1_050"), 0.5, frequency=1)
     _train(pruned, steps=1, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    assert compression.overall_sparsity(compression.sparsity_report(compression.strip(pruned))) >= 0.49
+    assert compression.overall_sparsity(compression.sparsity_report(compression.strip(pruned))) >= 0.5
 
 
 # --------------------------------------------------------------------------------------
@@ -197,6 +214,9 @@ def test_qat_keeps_outputs_close_and_quantizes_the_package_layers():
     by_name = {compression.unwrap(layer).name: layer for layer in qat.layers}
     for name in ("expanded_conv_squeeze_excite_mul", "conv_act", "rescaling"):
         assert type(by_name[name]).__name__.startswith("QuantizeWrapper"), name
+    # QAT trains the int8 form of hard-swish: its two inner values are fake-quantized
+    hard_swish = by_name["conv_act"].layer
+    assert hard_swish.int8_graph and type(hard_swish.gate).__name__ == "QuantizeAwareActivation"
     images = image_batch(SIZE, batch=4)
     # Fake quantization before any calibration changes outputs a little, not their meaning.
     expected, found = model.predict(images, verbose=0), qat.predict(images, verbose=0)
@@ -212,8 +232,9 @@ def test_qat_of_a_layer_without_config_names_it():
         compression.quantize_aware(model)
 
 
-def test_qat_model_saves_and_loads_in_quantize_scope(tmp_path):
-    qat = compression.quantize_aware(_fine_tuned("shufflenet_v2_x0_5"))
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "mobilenet_v3_small_075"])
+def test_qat_model_saves_and_loads_in_quantize_scope(name, tmp_path):
+    qat = compression.quantize_aware(_fine_tuned(name))
     path = str(tmp_path / "qat.h5")
     qat.save(path)
     with compression.quantize_scope():
@@ -240,19 +261,20 @@ def test_every_model_prunes_quantizes_and_exports_to_int8(name, tmp_path):
     _train(pruned, steps=1, callbacks=compression.pruning_callbacks())
     stripped = compression.strip(pruned)
     pruned_rows = compression.sparsity_report(stripped)
-    assert pruned_rows and min(row.sparsity for row in pruned_rows) >= target - 0.01
+    assert pruned_rows and min(row.sparsity for row in pruned_rows) >= target
 
     qat = compression.quantize_aware(stripped)
     _train(qat, steps=1)
     pruned_names = {row.layer for row in pruned_rows}
     after_qat = [row for row in compression.sparsity_report(qat) if row.layer in pruned_names]
-    assert after_qat and min(row.sparsity for row in after_qat) >= target - 0.01  # QAT kept the zeros
+    assert after_qat and min(row.sparsity for row in after_qat) >= target  # QAT kept the zeros
 
     path = tmp_path / f"{name}.tflite"
     report = to_tflite(qat, path, quantization="int8")
     assert path.is_file() and not report.float_ops, report.float_ops
+    assert "HARD_SWISH" not in report.op_counts  # XNNPACK has no int8 kernel for it
     # The zeros reach the file: every CONV_2D / FULLY_CONNECTED weight tensor was pruned.
-    assert tflite_kernel_sparsity(path) >= target - 0.01
+    assert tflite_kernel_sparsity(path) >= target
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()

@@ -26,6 +26,7 @@ from keras_lightnets.export import (
     ConversionError,
     benchmark_tflite,
     convert,
+    delegate_coverage,
     describe_tflite,
     is_qat_model,
     to_tflite,
@@ -209,6 +210,72 @@ def test_int8_has_int8_io_and_no_float_op(exports_name, request):
     assert verify.mean_abs_diff < 0.02
 
 
+def test_int8_hard_swish_is_written_as_ops_xnnpack_runs(keras3_exports, keras3_model):
+    # Float: one fused HARD_SWISH per layer. int8: XNNPACK has no int8 HARD_SWISH, so the layer
+    # is traced as MUL, ADD(+RELU6), MUL instead; the model itself is left as it was.
+    hard_swish = sum(type(layer).__name__ == "HardSwish" for layer in keras3_model.layers)
+    float_report, int8_report = keras3_exports["none"][0], keras3_exports["int8"][0]
+    assert float_report.op_counts["HARD_SWISH"] == hard_swish > 0
+    assert "HARD_SWISH" not in int8_report.op_counts
+    assert int8_report.op_counts["MUL"] == float_report.op_counts["MUL"] + 2 * hard_swish
+    assert int8_report.op_counts["ADD"] == float_report.op_counts["ADD"] + hard_swish
+    assert not any(getattr(layer, "int8_graph", False) for layer in keras3_model.layers)
+
+
+def test_int8_graph_restores_the_layers_after_an_error(keras3_model):
+    from keras_lightnets.layers import int8_graph
+
+    with pytest.raises(RuntimeError), int8_graph(keras3_model):
+        assert all(layer.int8_graph for layer in keras3_model.layers if hasattr(layer, "quantize_points"))
+        raise RuntimeError
+    assert not any(getattr(layer, "int8_graph", False) for layer in keras3_model.layers)
+
+
+def test_delegate_coverage_counts_ops_left_outside_partitions():
+    from keras_lightnets.export.delegation import ops_outside_delegates
+
+    def node(index, name, inputs, outputs):
+        return {"index": index, "op_name": name, "inputs": inputs, "outputs": outputs}
+
+    class Table:  # conv -> hard_swish (not delegated) -> conv -> softmax (not delegated)
+        def _get_ops_details(self):
+            return [node(0, "CONV_2D", [0, 10], [1]), node(1, "HARD_SWISH", [1], [2]),
+                    node(2, "CONV_2D", [2, 11, -1], [3]), node(3, "SOFTMAX", [3], [4]),
+                    node(4, "DELEGATE", [0, 10], [1]), node(5, "DELEGATE", [2, 11], [3])]
+
+    assert ops_outside_delegates(Table()) == (2, {"HARD_SWISH": 1, "SOFTMAX": 1})
+
+
+def _weight_scale_counts(path) -> list[int]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    return [len(d["quantization_parameters"]["scales"]) for d in details if d["dtype"] == np.int8]
+
+
+def test_per_tensor_int8_has_one_scale_per_weight_and_is_smaller(tiny, tiny_int8, tmp_path):
+    report = to_tflite(tiny, tmp_path / "per_tensor.tflite", "int8", to_unit(separable_images(60, seed=1)[0]),
+                       per_channel=False)
+    assert tiny_int8.per_channel and not report.per_channel and report.float_ops == []
+    assert max(_weight_scale_counts(tiny_int8.path)) == 8  # the conv's 8 output channels
+    assert max(_weight_scale_counts(report.path)) == 1
+    assert report.size_bytes < tiny_int8.size_bytes
+    images, labels = separable_images(90, seed=2)
+    verify = verify_tflite(report.path, tiny, to_unit(images), labels=labels)
+    assert verify.tflite_accuracy >= 0.9 and verify.top1_agreement >= 0.95
+
+
+def test_strip_names_drops_tensor_names_and_keeps_results(tiny, tiny_int8, tmp_path):
+    report = to_tflite(tiny, tmp_path / "stripped.tflite", "int8", to_unit(separable_images(60, seed=1)[0]),
+                       strip_names=True)
+    assert report.strip_names and report.inputs[0].name == "" and tiny_int8.inputs[0].name
+    assert report.size_bytes < tiny_int8.size_bytes
+    assert report.op_counts == tiny_int8.op_counts
+    images = to_unit(separable_images(20, seed=4)[0])
+    plain, stripped = verify_tflite(tiny_int8.path, tiny, images), verify_tflite(report.path, tiny, images)
+    assert stripped.max_abs_diff == plain.max_abs_diff  # the same numbers, only names are gone
+
+
 def test_int8_of_a_trained_classifier_agrees_with_keras(tiny, tiny_int8):
     images, labels = separable_images(90, seed=2)
     verify = verify_tflite(tiny_int8.path, tiny, to_unit(images), labels=labels)
@@ -304,6 +371,10 @@ def test_ops_without_a_builtin_kernel_are_named(tmp_path):
     ({"batch_size": 0}, ValueError, "batch_size"),
     ({"input_shape": (16, 16, 3)}, ValueError, "input_shape"),
     ({"input_shape": (32, 32)}, ValueError, "input_shape"),
+    ({"quantization": "int8", "representative_data": np.zeros((2, 32, 32, 3)), "per_channel": "no"}, ValueError,
+     "`per_channel` must be True or False"),
+    ({"quantization": "dynamic", "per_channel": False}, ValueError, "per_channel=False applies to quantization='int8'"),
+    ({"strip_names": 1}, ValueError, "`strip_names` must be True or False"),
 ])
 def test_bad_arguments_fail_before_conversion(tiny, tmp_path, no_conversion, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -378,6 +449,9 @@ def test_benchmark_reports_latency_and_memory(tiny_int8):
         assert value > 0
     assert report.p90_ms >= report.median_ms >= report.min_ms
     assert report.extra["child_modules"] == []  # the child never imported TensorFlow or Keras
+    # conv, pooling and dense run in one XNNPACK partition; XNNPACK has no int8 softmax
+    assert report.delegate_partitions == 1 and report.ops_outside_delegate == {"SOFTMAX": 1}
+    assert delegate_coverage(tiny_int8.path) == (1, {"SOFTMAX": 1})
     assert set(report.as_dict()) >= {"median_ms", "p90_ms", "peak_memory_kib", "memory_method"}
     with pytest.raises(ValueError, match="threads"):
         benchmark_tflite(tiny_int8.path, threads=0)
@@ -549,6 +623,7 @@ def _bad_inputs(tmp: Path, keras_file: Path, image_folder: Path) -> dict[str, tu
         "int8 without data": ([*tiny, "-q", "int8"], 2, "needs --data"),
         "int8 of a float file without data": ([str(keras_file), "-q", "int8"], 2, "float .*model needs --data"),
         "verify without data": ([*tiny, "--verify"], 2, "--verify needs --data"),
+        "per-tensor float file": ([*tiny, "--per-tensor"], 2, "--per-tensor applies to -q int8 only"),
         "missing output folder": ([*tiny, "-o", str(tmp / "no" / "m.tflite")], 2, "--output folder"),
         "registry option on a file": ([str(keras_file), "--classes", "3"], 2, "--classes only apply"),
         "input size of a fixed model": ([str(keras_file), "--input-size", "16"], 2, "--input-size 16x16 does not fit"),

@@ -20,6 +20,7 @@ import sys
 import time
 
 from keras_lightnets.cli._args import positive_int
+from keras_lightnets.variants import DEMO_VARIANTS, VARIANTS
 
 PROG = "lightnets demo"
 
@@ -32,9 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="digits are upscaled from 8x8 to this side (default 48)")
     parser.add_argument("--epochs", type=int, default=10, help="phase 1 epochs (default 10)")
     parser.add_argument("--fine-tune-epochs", type=int, default=5, help="phase 2 epochs (default 5)")
-    parser.add_argument("--variants", default=",".join(("float", "int8_ptq", "int8_qat_pruned50")),
-                        help="comma-separated variants (float, int8_ptq, int8_qat, int8_qat_pruned50, "
-                             "int8_qat_pruned75)")
+    parser.add_argument("--variants", default=",".join(DEMO_VARIANTS),
+                        help=f"comma-separated variants ({', '.join(VARIANTS)}); default: {','.join(DEMO_VARIANTS)}")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads for latency (default 1)")
     parser.add_argument("--runs", type=int, default=50, help="timed LiteRT runs per variant (default 50)")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")

@@ -4,7 +4,7 @@ Two configs do all the work, because every layer involved is weightless:
 
 * ``OutputQuantizeConfig``: fake-quantize the layer's output (8 bits, asymmetric,
   per tensor, moving-average range), as TFMOT does for ``Add`` or ``ReLU``, and
-  the value between a layer's two ops when it marks one. For layers that compute
+  the values between a layer's ops that it marks. For layers that compute
   new values: ``HardSigmoid``, ``HardSwish``, ``Rescale``, Keras' ``Multiply``
   (squeeze-and-excite) and ``Rescaling``. (A ``BatchNormalization`` that follows
   no convolution, as in NASNet, is frozen into a per-channel ``Rescale`` before
@@ -30,29 +30,57 @@ STANDARD_LAYER_CONFIGS = ("Multiply", "Rescaling")
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
 
-def _activation_quantizer():
-    return _quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+class _PrefixedQuantizer(_quantizers.MovingAverageQuantizer):
+    """TFMOT's activation quantizer with a prefix on its variable names.
+
+    TFMOT names the range variables of every activation it wraps ``post_activation_min``
+    / ``_max``; a layer that marks two values (``HardSwish``) would hold two variables of
+    the same name, which an ``.h5`` file cannot store.
+    """
+
+    def __init__(self, prefix: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.prefix = prefix
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, f"{self.prefix}{name}", layer)
+
+    def get_config(self):
+        return {**super().get_config(), "prefix": self.prefix}
+
+
+def _activation_quantizer(prefix: str = ""):
+    return _PrefixedQuantizer(prefix, num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+
+def _points(layer) -> tuple[str, ...]:
+    """Names of the attributes marking values inside ``layer`` (``quantize_points``)."""
+    return tuple(getattr(layer, "quantize_points", ()))
 
 
 class OutputQuantizeConfig(_QuantizeConfig):
     """Quantize the output of a weightless layer (8-bit, asymmetric, per tensor), and the
-    value between its two ops when the layer marks one (``layer.intermediate``, see
-    ``keras_lightnets.layers``; TFMOT wraps it as a post-quantized ``linear`` activation)."""
+    values between its ops that the layer marks (``layer.quantize_points``, e.g.
+    ``intermediate``, see ``keras_lightnets.layers``; TFMOT wraps each as a
+    post-quantized ``linear`` activation). The layer then traces its int8 form."""
 
     def get_weights_and_quantizers(self, layer):
         return []
 
     def get_activations_and_quantizers(self, layer):
-        if hasattr(layer, "intermediate"):
-            return [(layer.intermediate, _activation_quantizer())]
-        return []
+        # The first point keeps TFMOT's variable names; the others are prefixed with their own.
+        return [(getattr(layer, point), _activation_quantizer("" if i == 0 else f"{point}_"))
+                for i, point in enumerate(_points(layer))]
 
     def set_quantize_weights(self, layer, quantize_weights):
         pass
 
     def set_quantize_activations(self, layer, quantize_activations):
-        if hasattr(layer, "intermediate"):
-            (layer.intermediate,) = quantize_activations
+        points = _points(layer)
+        for point, activation in zip(points, quantize_activations, strict=True):
+            setattr(layer, point, activation)
+        if hasattr(layer, "int8_graph"):
+            layer.int8_graph = True  # a QAT model exists to become int8: trace the int8 form
 
     def get_output_quantizers(self, layer):
         return [_activation_quantizer()]

@@ -9,6 +9,7 @@ model, pruned, stripped, quantization-aware or plain, in either flavour.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -82,7 +83,9 @@ def prune(
     (constant schedule); otherwise it ramps up polynomially from 0 at ``begin_step``
     to ``target_sparsity`` at ``end_step``. Masks are updated every ``frequency``
     training steps. ``layers`` chooses what to prune (see ``layer_filter``); by
-    default every Conv2D/Dense kernel and SeparableConv2D pointwise kernel.
+    default every Conv2D/Dense kernel and SeparableConv2D pointwise kernel. Each
+    layer ends with at least ``target_sparsity`` zeros (``layer_target``; TFMOT's
+    own rounding can leave an odd-sized kernel one weight short).
     Train with ``callbacks=pruning_callbacks()``.
     """
     import tensorflow_model_optimization as tfmot
@@ -91,10 +94,12 @@ def prune(
     source = to_tf_keras(model)
     chosen = layer_filter(layers, source)
     sparsity = tfmot.sparsity.keras
-    if end_step is None:
-        schedule = sparsity.ConstantSparsity(float(target_sparsity), begin_step, frequency=frequency)
-    else:
-        schedule = sparsity.PolynomialDecay(0.0, float(target_sparsity), begin_step, end_step, frequency=frequency)
+
+    def schedule(final: float):
+        if end_step is None:
+            return sparsity.ConstantSparsity(final, begin_step, frequency=frequency)
+        return sparsity.PolynomialDecay(0.0, final, begin_step, end_step, frequency=frequency)
+
     selected = [layer.name for layer in source.layers if type(layer).__name__ != "InputLayer" and chosen(layer)]
     if not selected:
         raise ValueError(f"`layers` selects no layer of model {model.name!r}; nothing to prune")
@@ -103,12 +108,41 @@ def prune(
     def wrap(layer):
         if layer.name not in selected:
             return layer
+        final = layer_target(float(target_sparsity), _prunable_sizes(layer))
         try:
-            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule(final))
         except ValueError as err:
             raise ValueError(f"cannot prune layer {layer.name!r} ({type(layer).__name__}): {err}") from None
 
     return tf_keras.models.clone_model(source, clone_function=wrap)
+
+
+def layer_target(target_sparsity: float, sizes: Sequence[int]) -> float:
+    """The sparsity to ask TFMOT for in a layer whose prunable weights have ``sizes`` elements,
+    so that each really reaches ``target_sparsity``.
+
+    TFMOT keeps ``round(size * (1 - sparsity))`` weights, which for an odd size at 50%
+    keeps one weight too many (49.99% zeros). Asking for ``1 - floor(size * (1 - target)) / size``
+    keeps ``floor(...)`` weights instead: at least ``target`` zeros, and at most one weight
+    more than the exact fraction. A weight keeps at least one element.
+    """
+    sizes = [size for size in sizes if size > 0]
+    if not sizes:
+        return target_sparsity
+    kept = [max(math.floor(size * (1.0 - target_sparsity) + 1e-9), 1) for size in sizes]
+    return max(1.0 - k / size for k, size in zip(kept, sizes, strict=True))
+
+
+def _prunable_sizes(layer) -> list[int]:
+    """Element counts of the weights TFMOT will prune in ``layer`` (a built tf_keras layer)."""
+    name = PRUNABLE_WEIGHT.get(type(layer).__name__)
+    if name is not None and getattr(layer, name, None) is not None:
+        weights = [getattr(layer, name)]
+    elif hasattr(layer, "get_prunable_weights"):  # a user's tfmot PrunableLayer
+        weights = layer.get_prunable_weights()
+    else:
+        weights = []
+    return [int(np.prod(weight.shape)) for weight in weights]
 
 
 def _tf_keras():

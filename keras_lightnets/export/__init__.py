@@ -17,6 +17,7 @@ from keras_lightnets.export.tflite import (
     TFLiteSummary,
     VerifyReport,
     benchmark_tflite,
+    delegate_coverage,
     describe_tflite,
     is_qat_model,
     to_tflite,
@@ -25,6 +26,6 @@ from keras_lightnets.export.tflite import (
 
 __all__ = [
     "MAX_REPRESENTATIVE_SAMPLES", "QUANTIZATION_MODES", "BenchmarkReport", "ConversionError", "ExportReport",
-    "TFLiteSummary", "TensorInfo", "VerifyReport", "benchmark_tflite", "describe_tflite", "is_qat_model",
-    "to_tflite", "verify_tflite",
+    "TFLiteSummary", "TensorInfo", "VerifyReport", "benchmark_tflite", "delegate_coverage", "describe_tflite",
+    "is_qat_model", "to_tflite", "verify_tflite",
 ]

@@ -99,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=1, help="static batch of the file. Default: 1")
     parser.add_argument("--allow-float-ops", action="store_true",
                         help="int8: keep the file even if some ops stay in float (default: an error naming them)")
+    parser.add_argument("--per-tensor", action="store_true",
+                        help="int8 of a float model: one scale per weight tensor instead of per output channel "
+                             "(smaller file; some accelerators need it)")
+    parser.add_argument("--strip-names", action="store_true",
+                        help="drop tensor names from the file (debug strings; a smaller file)")
     parser.add_argument("--verify", action="store_true", help="compare the file with the Keras model on --data")
     parser.add_argument("--benchmark", action="store_true", help="measure latency and peak memory with LiteRT")
     parser.add_argument("--threads", type=positive_int, default=1, help="interpreter threads. Default: 1")
@@ -194,6 +199,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     data_kind = _data_kind(args.data)
     if args.quantization == "int8" and data_kind is None and kind == "registry":
         raise UsageError("-q int8 needs --data for calibration (about 100 typical images; --data random only to try)")
+    if args.per_tensor and args.quantization != "int8":
+        raise UsageError(f"--per-tensor applies to -q int8 only; received -q {args.quantization}")
     if args.verify and data_kind is None:
         raise UsageError("--verify needs --data (--data random for a quick check on random pixels)")
     if args.warmup < 0:
@@ -443,6 +450,9 @@ def _convert(args, plan: Plan, progress: _Progress, staging: _Staging) -> dict[s
     facts.update(input_shape=list(shape), preprocessing=preprocessing)
     if args.quantization == "int8" and plan.data_kind is None and not facts["qat"]:
         raise UsageError("-q int8 of a float (not quantization-aware) model needs --data for calibration")
+    if args.per_tensor and facts["qat"]:
+        raise UsageError("--per-tensor applies to float models; a quantization-aware model keeps its per-channel "
+                         "weight quantization")
     data = None
     if plan.data_kind is not None:
         with progress.step(f"reading --data {args.data}"):
@@ -455,6 +465,7 @@ def _convert(args, plan: Plan, progress: _Progress, staging: _Staging) -> dict[s
         export = to_tflite(
             model, staged, args.quantization, None if data is None else data.images,
             batch_size=args.batch_size, input_shape=shape, allow_float_ops=args.allow_float_ops,
+            per_channel=not args.per_tensor, strip_names=args.strip_names,
         )
     export.path = plan.output
     report: dict[str, Any] = {"model": facts, "export": export.as_dict()}

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_lightnets.layers import int8_graph
+
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 MAX_REPRESENTATIVE_SAMPLES = 100
 QAT_LAYER_CLASSES = frozenset({"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"})
@@ -93,7 +95,9 @@ class ExportReport:
     ``outputs``: ``TensorInfo`` (shape, dtype, scale, zero point); ``float_ops``:
     op types left with float tensors; ``input_shape``: ``(H, W, C)`` converted for;
     ``representative_samples``: images used to calibrate (0 unless a float model is
-    converted to ``int8``); ``seconds``: wall time of the conversion.
+    converted to ``int8``); ``seconds``: wall time of the conversion; ``per_channel``:
+    weight scales per output channel (``False``: per tensor); ``strip_names``: tensor
+    names dropped (both: see ``to_tflite``).
     """
 
     path: str
@@ -109,6 +113,8 @@ class ExportReport:
     float_ops: list[str]
     representative_samples: int
     seconds: float
+    per_channel: bool = True
+    strip_names: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +154,8 @@ class BenchmarkReport:
     ``peak_memory_kib``: rise of the peak resident set (KiB) from just after the
     imports to after loading, allocating and running the model; ``memory_method``
     says how it was read (``VmHWM`` after resetting it, ``VmHWM``, or ``ru_maxrss``).
+    ``delegate_partitions`` / ``ops_outside_delegate``: how XNNPACK split the graph and
+    which ops (name: count) it left to TFLite's built-in kernels (``delegate_coverage``).
     """
 
     path: str
@@ -160,6 +168,8 @@ class BenchmarkReport:
     min_ms: float
     peak_memory_kib: int
     memory_method: str
+    delegate_partitions: int = 0
+    ops_outside_delegate: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -346,7 +356,7 @@ def _enum_names(enum_class: type) -> dict[int, str]:
 def _tensor_info(tensor: Any, type_names: dict[int, str]) -> TensorInfo:
     shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
     dtype = type_names.get(tensor.Type(), str(tensor.Type())).lower()
-    info = TensorInfo(name=tensor.Name().decode("utf-8", "replace"), shape=shape, dtype=dtype)
+    info = TensorInfo(name=(tensor.Name() or b"").decode("utf-8", "replace"), shape=shape, dtype=dtype)
     quant = tensor.Quantization()
     if quant is not None and quant.ScaleLength() == 1:
         info.scale = float(quant.Scale(0))
@@ -434,7 +444,9 @@ def _representative(samples: np.ndarray, batch_size: int):
     return generate
 
 
-def _configure(converter: Any, quantization: str, samples: np.ndarray | None, qat: bool, batch_size: int) -> None:
+def _configure(
+    converter: Any, quantization: str, samples: np.ndarray | None, qat: bool, batch_size: int, per_channel: bool,
+) -> None:
     import tensorflow as tf
 
     if quantization == "none":
@@ -448,6 +460,8 @@ def _configure(converter: Any, quantization: str, samples: np.ndarray | None, qa
         if not qat:  # with QAT and no dataset, TF's metrics step rejects INT8-only ops; float ops are checked after
             converter.representative_dataset = _representative(samples, batch_size)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            # One scale per weight tensor instead of one per output channel (the converter's only switch).
+            converter._experimental_disable_per_channel = not per_channel
 
 
 def _conversion_failure(err: Exception, quantization: str) -> ConversionError:
@@ -476,6 +490,15 @@ def _convert(converter: Any, quantization: str) -> bytes:
         raise
     except Exception as err:
         raise _conversion_failure(err, quantization) from err
+
+
+def _without_names(content: bytes) -> bytes:
+    """The flatbuffer without tensor and subgraph names, description and signatures."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    flatbuffer_utils.strip_strings(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _check_int8(summary: TFLiteSummary, allow_float_ops: bool) -> None:
@@ -526,7 +549,8 @@ def atomic_write(path: str, data: bytes) -> None:
 def to_tflite(
     model: Any, path: str | os.PathLike, quantization: str = "none", representative_data: Any = None, *,
     batch_size: int = 1, input_shape: Sequence[int] | None = None,
-    num_samples: int = MAX_REPRESENTATIVE_SAMPLES, allow_float_ops: bool = False,
+    num_samples: int = MAX_REPRESENTATIVE_SAMPLES, allow_float_ops: bool = False, per_channel: bool = True,
+    strip_names: bool = False,
 ) -> ExportReport:
     """Convert ``model`` to a ``.tflite`` file at ``path`` and describe it.
 
@@ -540,6 +564,14 @@ def to_tflite(
     batch of ``batch_size`` per call. ``batch_size``: the file's static batch.
     ``input_shape``: ``(H, W, C)``, required when the model leaves H or W open.
     ``allow_float_ops``: keep an ``int8`` file even if ops were left in float.
+    ``per_channel``: ``int8`` of a float model only; ``False`` quantizes each weight
+    tensor with one scale instead of one per output channel: a smaller file (each
+    channel's scale and int64 zero point, for weights and biases, weigh 24 bytes,
+    10-15% of a small model) for a usually small accuracy cost, and what some
+    accelerators require. A QAT model's file follows its training (per channel).
+    ``strip_names``: drop the tensor names (debug strings only; a fused tensor is named
+    after every TF op folded into it, 3-10% of a small file), as TFLite's
+    ``flatbuffer_utils.strip_strings`` does. Inputs and outputs are then found by index.
 
     Arguments are checked before any conversion work (``ValueError``, or
     ``FileNotFoundError`` for a missing folder); a converter failure raises
@@ -562,6 +594,15 @@ def to_tflite(
         )
     if flavour == "keras" and qat:
         raise ValueError("`model`: TFMOT QAT models must be tf_keras models")
+    for name, flag in (("per_channel", per_channel), ("strip_names", strip_names)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"`{name}` must be True or False; received {name}={flag!r}")
+    if not per_channel and (quantization != "int8" or qat):
+        detail = " for a QAT model, whose weights are quantized per channel" if qat else ""
+        raise ValueError(
+            "per_channel=False applies to quantization='int8' of a float model only (post-training); received "
+            f"quantization={quantization!r}{detail}"
+        )
     samples = None
     if quantization == "int8" and not qat:
         if representative_data is None:
@@ -573,9 +614,14 @@ def to_tflite(
         samples = collect_images(representative_data, shape, limit=num_samples, name="representative_data")
         if len(samples) < batch_size:
             raise ValueError(f"`representative_data` has {len(samples)} images, fewer than batch_size={batch_size}")
-    converter = _converter(model, shape, dtype, batch_size)
-    _configure(converter, quantization, samples, qat, batch_size)
-    content = _convert(converter, quantization)
+    # int8: the package's layers trace their int8 form (e.g. HardSwish as ops XNNPACK runs in int8).
+    tracing = int8_graph(model) if quantization == "int8" else contextlib.nullcontext()
+    with tracing:
+        converter = _converter(model, shape, dtype, batch_size)
+        _configure(converter, quantization, samples, qat, batch_size, per_channel)
+        content = _convert(converter, quantization)
+    if strip_names:
+        content = _without_names(content)
     summary = describe_tflite(content)
     if quantization == "int8":
         _check_int8(summary, allow_float_ops)
@@ -585,7 +631,7 @@ def to_tflite(
         batch_size=batch_size, input_shape=list(shape), op_counts=summary.op_counts, inputs=summary.inputs,
         outputs=summary.outputs, float_ops=summary.float_ops,
         representative_samples=0 if samples is None else len(samples) - len(samples) % batch_size,
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(time.perf_counter() - started, 3), per_channel=per_channel, strip_names=strip_names,
     )
 
 
@@ -595,6 +641,16 @@ def _interpreter(path: str, threads: int | None):
     interpreter = _litert("interpreter").Interpreter(model_path=path, num_threads=threads)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def delegate_coverage(path: str | os.PathLike, threads: int = 1) -> tuple[int, dict[str, int]]:
+    """``(partitions, {op: count})``: how many XNNPACK partitions LiteRT makes of the file, and
+    which ops it runs outside them on TFLite's built-in kernels (see ``export.delegation``).
+    A file that runs fully in XNNPACK gives ``(1, {})``."""
+    from keras_lightnets.export.delegation import ops_outside_delegates
+
+    path = _check_tflite_path(path)
+    return ops_outside_delegates(_interpreter(path, _positive_int(threads, "threads")))
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -751,6 +807,8 @@ except OSError:
     baseline, method = peak_kib(), "VmHWM" if status_kib("VmHWM") is not None else "ru_maxrss"
 interpreter = Interpreter(model_path=settings["path"], num_threads=settings["threads"])
 interpreter.allocate_tensors()
+from keras_lightnets.export.delegation import ops_outside_delegates
+partitions, outside = ops_outside_delegates(interpreter)
 rng = np.random.default_rng(0)
 for detail in interpreter.get_input_details():
     dtype = np.dtype(detail["dtype"])
@@ -769,6 +827,7 @@ for _ in range(settings["runs"]):
     times.append((time.perf_counter() - start) * 1000.0)
 peak = peak_kib()
 print(json.dumps({"times_ms": times, "peak_kib": peak, "baseline_kib": baseline, "method": method,
+                  "partitions": partitions, "outside": outside,
                   "modules": sorted(m for m in ("tensorflow", "keras", "tf_keras") if m in sys.modules)}))
 """
 
@@ -804,5 +863,6 @@ def benchmark_tflite(
         mean_ms=float(times.mean()), min_ms=float(times.min()),
         peak_memory_kib=max(int(measured["peak_kib"]) - int(measured["baseline_kib"]), 0),
         memory_method=measured["method"],
+        delegate_partitions=measured["partitions"], ops_outside_delegate=measured["outside"],
         extra={"baseline_kib": measured["baseline_kib"], "child_modules": measured["modules"]},
     )
