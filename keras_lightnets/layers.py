@@ -157,7 +157,8 @@ def _define(flavour: str) -> dict[str, type]:
             self.offset = _floats("offset", offset)
 
         def call(self, inputs, mask=None):
-            return self.intermediate(inputs * _constant(self.scale)) + _constant(self.offset)
+            width = _narrow_image_width(inputs.shape)
+            return self.intermediate(inputs * _constant(self.scale, width)) + _constant(self.offset, width)
 
         def get_config(self):
             return {**super().get_config(), "scale": self.scale, "offset": self.offset}
@@ -171,8 +172,22 @@ def _define(flavour: str) -> dict[str, type]:
             raise ValueError(f"Rescale: `{argument}` must be a float or a list of floats; received {value!r}")
         return float(value)
 
-    def _constant(value):
-        return ops.constant(value) if isinstance(value, list) else value
+    def _constant(value, width: int | None = None):
+        """A per-channel list as a constant ``(C,)``, or tiled to ``(width, C)``; a float as is."""
+        if not isinstance(value, list):
+            return value
+        return ops.constant([value] * width if width else value)
+
+    def _narrow_image_width(shape) -> int | None:
+        """The width of an image batch with few channels (``(B, H, W, C)``, ``C`` < 8), else None.
+
+        LiteRT/XNNPACK broadcasts a per-channel constant one innermost row at a time: for
+        a 3-channel image that is one tiny call per pixel (doubling the int8 latency of a
+        small ShuffleNet). A constant tiled to ``(W, C)`` makes the rows ``W * C`` long.
+        """
+        if len(shape) == 4 and shape[2] is not None and shape[3] is not None and shape[3] < 8:
+            return int(shape[2])
+        return None
 
     def _check_groups(layer_name: str, groups: int) -> int:
         if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:

@@ -69,6 +69,24 @@ def check_choice(argument: str, value, allowed: Sequence) -> None:
         )
 
 
+def check_rate(argument: str, value) -> None:
+    """Raise ``ValueError`` naming ``argument`` unless ``value`` is a number in ``[0, 1)`` (a dropout rate)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{argument}` must be a number in [0, 1); received {argument}={value!r}")
+
+
+def check_bool(argument: str, value) -> None:
+    """Raise ``ValueError`` naming ``argument`` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{argument}` must be True or False; received {argument}={value!r}")
+
+
+def check_positive_int(argument: str, value) -> None:
+    """Raise ``ValueError`` naming ``argument`` unless ``value`` is an int >= 1 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{argument}` must be a positive int; received {argument}={value!r}")
+
+
 def check_weights(weights, allowed_strings: Sequence[str] = ("imagenet",)) -> None:
     """``weights`` must be ``None``, one of ``allowed_strings`` or an existing file path.
 

@@ -148,6 +148,16 @@ def test_constant_schedule_holds_the_target_from_begin_step():
     assert any(row.size % 5 for row in report)  # sizes where 60% is not a whole number of weights
 
 
+def test_polynomial_ramp_off_the_update_grid_still_reaches_the_target():
+    # Masks update every 2 steps; an end_step of 5 would leave TFMOT's last update at step 4,
+    # short of the target. The ramp is moved to end at step 6, an update.
+    pruned = compression.prune(_fine_tuned("mobilenet_v2_035"), target_sparsity=0.5, begin_step=0, end_step=5,
+                               frequency=2)
+    _train(pruned, steps=7, callbacks=compression.pruning_callbacks())
+    report = compression.sparsity_report(compression.strip(pruned))
+    assert min(row.sparsity for row in report) >= 0.5
+
+
 @pytest.mark.parametrize(
     ("target", "sizes", "expected"),
     [(0.5, [10], 0.5), (0.5, [11], 6 / 11), (0.75, [9], 7 / 9), (0.0, [7], 0.0), (0.5, [1], 0.0),

@@ -525,6 +525,7 @@ def test_cli_registry_model_npy_int8_verify_benchmark(tmp_path, capsys):
     assert report["verify"]["top1_agreement"] is not None and report["benchmark"]["median_ms"] > 0
     assert report["outputs"]["labels"] is None
     assert f"wrote {out}" in stdout and "verify:" in stdout and "benchmark:" in stdout
+    assert "XNNPACK partitions 1, ops outside: SOFTMAX x1" in stdout
     assert "converting to TFLite (quantization=int8): done in" in stderr  # progress lines with timings
 
 

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+from keras_lightnets.weights.download import merge_manifest, write_manifest
 
 SOURCE = "keras.applications"
 LICENSE = "Apache-2.0"
 FORMAT = "keras-legacy-h5"
-FORMAT_VERSION = 1
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "manifest.json"
 BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -104,15 +107,7 @@ def keras_entries() -> dict[str, dict[str, Any]]:
 
 def merge(existing: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The manifest document with ``entries`` replacing the old keras.applications ones."""
-    document = dict(existing or {})
-    files = {
-        name: entry for name, entry in (document.get("files") or {}).items()
-        if entry.get("source") != SOURCE and name not in entries
-    }
-    files.update(entries)
-    document["format_version"] = FORMAT_VERSION
-    document["files"] = files
-    return document
+    return merge_manifest(existing, entries, SOURCE)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,8 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     output = Path(args.output)
     existing = json.loads(output.read_text(encoding="utf8")) if output.is_file() else None
     document = merge(existing, keras_entries())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf8")
+    write_manifest(output, document)
     kept = len(document["files"]) - len(keras_entries())
     print(f"wrote {len(keras_entries())} keras.applications entries ({kept} other entries kept) to {output}")
 

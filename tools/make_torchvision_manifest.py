@@ -25,10 +25,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+from keras_lightnets.weights.download import merge_manifest, write_manifest
+
 SOURCE = "torchvision"
 LICENSE = "BSD-3-Clause"
 FORMAT = "torchvision-pth"
-FORMAT_VERSION = 1
 BASE_URL = "https://download.pytorch.org/models/"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "manifest.json"
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
@@ -36,7 +38,6 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
 
 def _files_by_model() -> dict[str, str]:
     """``{registry name: torchvision file name}`` from the family modules."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from keras_lightnets.models import mnasnet, shufflenet_v2, squeezenet
 
     files = {f"squeezenet{v.replace('.', '_')}": f for v, f in squeezenet.TORCHVISION_FILES.items()}
@@ -63,15 +64,7 @@ def torchvision_entries(files_by_model: dict[str, str] | None = None) -> dict[st
 
 def merge(existing: dict[str, Any] | None, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The manifest document with ``entries`` replacing the old torchvision ones."""
-    document = dict(existing or {})
-    files = {
-        name: entry for name, entry in (document.get("files") or {}).items()
-        if entry.get("source") != SOURCE and name not in entries
-    }
-    files.update(entries)
-    document.setdefault("format_version", FORMAT_VERSION)
-    document["files"] = files
-    return document
+    return merge_manifest(existing, entries, SOURCE)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     existing = json.loads(output.read_text(encoding="utf8")) if output.is_file() else None
     entries = torchvision_entries()
     document = merge(existing, entries)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf8")
-    tmp.replace(output)
+    write_manifest(output, document)
     kept = len(document["files"]) - len(entries)
     print(f"wrote {len(entries)} torchvision entries ({kept} other entries kept) to {output}")
 

@@ -82,7 +82,8 @@ def prune(
     With ``end_step=None`` the sparsity is ``target_sparsity`` from ``begin_step`` on
     (constant schedule); otherwise it ramps up polynomially from 0 at ``begin_step``
     to ``target_sparsity`` at ``end_step``. Masks are updated every ``frequency``
-    training steps. ``layers`` chooses what to prune (see ``layer_filter``); by
+    training steps (an ``end_step`` between two updates moves up to the next one, so
+    the ramp ends on an update and reaches the target). ``layers`` chooses what to prune (see ``layer_filter``); by
     default every Conv2D/Dense kernel and SeparableConv2D pointwise kernel. Each
     layer ends with at least ``target_sparsity`` zeros (``layer_target``; TFMOT's
     own rounding can leave an odd-sized kernel one weight short).
@@ -91,6 +92,10 @@ def prune(
     import tensorflow_model_optimization as tfmot
 
     _check_schedule(target_sparsity, begin_step, end_step, frequency)
+    if end_step is not None:
+        # TFMOT updates masks only every `frequency` steps and never after `end_step`: an
+        # end_step off that grid would stop the ramp short of the target.
+        end_step = begin_step + math.ceil((end_step - begin_step) / frequency) * frequency
     source = to_tf_keras(model)
     chosen = layer_filter(layers, source)
     sparsity = tfmot.sparsity.keras

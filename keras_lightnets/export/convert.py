@@ -502,8 +502,10 @@ def _summary(report: dict[str, Any]) -> list[str]:
                      f"mean |diff| {v['mean_abs_diff']:.3g}{agreement}")
     if "benchmark" in report:
         b = report["benchmark"]
+        outside = ", ".join(f"{op} x{n}" for op, n in b["ops_outside_delegate"].items()) or "none"
         lines.append(f"benchmark: median {b['median_ms']:.3f} ms, p90 {b['p90_ms']:.3f} ms, "
-                     f"peak memory +{b['peak_memory_kib']} KiB ({b['threads']} thread(s))")
+                     f"peak memory +{b['peak_memory_kib']} KiB ({b['threads']} thread(s)); "
+                     f"XNNPACK partitions {b['delegate_partitions']}, ops outside: {outside}")
     if outputs["labels"]:
         lines.append(f"wrote {outputs['labels']} (class names from {outputs['labels_from']})")
     lines.append(f"wrote {outputs['report']}")

@@ -18,7 +18,7 @@ from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, conv_bn, inverted_residual
 from keras_lightnets.models._common import finish_model, prepare_input
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, make_divisible
+from keras_lightnets.utils import check_alpha, check_rate, make_divisible
 
 PAPER = "https://arxiv.org/abs/1807.11626"
 PRETRAINED_ALPHAS_B1 = (0.5, 0.75, 1.0, 1.3)
@@ -82,8 +82,7 @@ def _mnasnet(
     classifier_activation, dropout_rate, name, imagenet_file, torch_mapping,
 ):
     """Stem (conv 3x3/2, depthwise-separable 3x3), inverted-residual stages, 1x1 head conv."""
-    if not isinstance(dropout_rate, int | float) or not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"`dropout_rate` must be in [0, 1); received dropout_rate={dropout_rate!r}")
+    check_rate("dropout_rate", dropout_rate)
     image, inputs, _ = prepare_input(
         input_shape=input_shape, input_tensor=input_tensor, weights=weights,
         include_top=include_top, classes=classes, pooling=pooling,

@@ -10,7 +10,7 @@ from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool
 from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, check_choice
+from keras_lightnets.utils import check_alpha, check_choice, check_positive_int, check_rate
 
 PAPER = "https://arxiv.org/abs/1704.04861"
 PRETRAINED_ALPHAS = (0.25, 0.5, 0.75, 1.0)
@@ -85,12 +85,10 @@ def MobileNet(
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
     """
     check_alpha(alpha, weights=weights, pretrained=PRETRAINED_ALPHAS)
-    if not isinstance(depth_multiplier, int) or isinstance(depth_multiplier, bool) or depth_multiplier < 1:
-        raise ValueError(f"`depth_multiplier` must be a positive int; received depth_multiplier={depth_multiplier!r}")
+    check_positive_int("depth_multiplier", depth_multiplier)
     if weights == "imagenet":
         check_choice("depth_multiplier", depth_multiplier, (1,))
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1); received dropout={dropout!r}")
+    check_rate("dropout", dropout)
     image, inputs, input_shape = prepare_input(
         input_shape=input_shape, input_tensor=input_tensor, weights=weights,
         include_top=include_top, classes=classes, pooling=pooling,

@@ -14,7 +14,7 @@ from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool, 
 from keras_lightnets.layers import get_layer_class
 from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, make_divisible
+from keras_lightnets.utils import check_alpha, check_bool, check_rate, make_divisible
 
 PAPER = "https://arxiv.org/abs/1905.02244"
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
@@ -71,11 +71,9 @@ def _mobilenet_v3(
 ):
     pretrained = PRETRAINED_ALPHAS_MINIMALISTIC if minimalistic else PRETRAINED_ALPHAS
     check_alpha(alpha, weights=weights, pretrained=pretrained)
-    for argument, value in (("minimalistic", minimalistic), ("include_preprocessing", include_preprocessing)):
-        if not isinstance(value, bool):
-            raise ValueError(f"`{argument}` must be True or False; received {argument}={value!r}")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"`dropout_rate` must be in [0, 1); received dropout_rate={dropout_rate!r}")
+    check_bool("minimalistic", minimalistic)
+    check_bool("include_preprocessing", include_preprocessing)
+    check_rate("dropout_rate", dropout_rate)
     image, inputs, input_shape = prepare_input(
         input_shape=input_shape, input_tensor=input_tensor, weights=weights,
         include_top=include_top, classes=classes, pooling=pooling,

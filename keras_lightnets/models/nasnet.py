@@ -21,6 +21,7 @@ from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, pad_for_stride
 from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
+from keras_lightnets.utils import check_positive_int
 
 PAPER = "https://arxiv.org/abs/1707.07012"
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
@@ -167,8 +168,7 @@ def _nasnet(
     for argument, value in (("penultimate_filters", penultimate_filters), ("num_blocks", num_blocks),
                             ("stem_block_filters", stem_block_filters),
                             ("filter_multiplier", filter_multiplier)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{argument}` must be a positive int; received {argument}={value!r}")
+        check_positive_int(argument, value)
     if penultimate_filters % (24 * filter_multiplier**2):
         raise ValueError(
             "For NASNet-A models, `penultimate_filters` must be a multiple of "

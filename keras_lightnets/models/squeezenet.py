@@ -16,7 +16,7 @@ from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import global_pool
 from keras_lightnets.models._common import finish_model, prepare_input
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_choice
+from keras_lightnets.utils import check_choice, check_rate
 
 PAPER = "https://arxiv.org/abs/1602.07360"
 VERSIONS = ("1.0", "1.1")
@@ -138,8 +138,7 @@ def SqueezeNet(
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
     """
     check_choice("version", version, VERSIONS)
-    if not isinstance(dropout_rate, int | float) or not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"`dropout_rate` must be in [0, 1); received dropout_rate={dropout_rate!r}")
+    check_rate("dropout_rate", dropout_rate)
     image, inputs, _ = prepare_input(
         input_shape=input_shape, input_tensor=input_tensor, weights=weights,
         include_top=include_top, classes=classes, pooling=pooling,

@@ -30,6 +30,7 @@ from typing import Any
 
 MIRROR_ENV = "KERAS_LIGHTNETS_WEIGHTS_DIR"
 MANIFEST_ENV = "KERAS_LIGHTNETS_MANIFEST"
+MANIFEST_FORMAT_VERSION = 1
 HASH_ALGORITHMS = ("md5", "sha256")
 MIN_HASH_PREFIX = 8  # shortest accepted digest prefix (torchvision file names carry 8-10 digits)
 _HEX_DIGITS = {"md5": 32, "sha256": 64}  # full digest length of each algorithm
@@ -54,6 +55,29 @@ def _load_manifest(path: str) -> dict[str, dict[str, Any]]:
 def manifest() -> dict[str, dict[str, Any]]:
     """``{file name: entry}`` of every known weight file."""
     return _load_manifest(str(_manifest_path()))
+
+
+def merge_manifest(document: dict[str, Any] | None, entries: dict[str, dict[str, Any]], source: str) -> dict[str, Any]:
+    """A manifest document whose entries from ``source`` are exactly ``entries``; the other
+    sources' entries are kept (used by ``tools/make_*_manifest.py``)."""
+    merged = dict(document or {})
+    files = {
+        name: entry for name, entry in (merged.get("files") or {}).items()
+        if entry.get("source") != source and name not in entries
+    }
+    files.update(entries)
+    merged["format_version"] = MANIFEST_FORMAT_VERSION
+    merged["files"] = files
+    return merged
+
+
+def write_manifest(path: str | os.PathLike, document: dict[str, Any]) -> None:
+    """Write a manifest document as sorted, indented JSON, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf8")
+    temporary.replace(path)
 
 
 def manifest_entry(file_name: str) -> dict[str, Any]:
