@@ -160,38 +160,19 @@ def test_polynomial_ramp_off_the_update_grid_still_reaches_the_target():
 
 @pytest.mark.parametrize(
     ("target", "sizes", "expected"),
-    [(0.5, [10], 0.5), (0.5, [11], 6 / 11), (0.75, [9], 7 / 9), (0.0, [7], 0.0), (0.5, [1], 0.0),
-     (0.5, [11, 10], 6 / 11), (0.3, [], 0.3)],
+    [(0.5, [10], 0.6), (0.5, [11], 7 / 11), (0.75, [9], 8 / 9), (0.0, [7], 0.0), (0.5, [1], 0.0),
+     (0.5, [11, 10], 7 / 11), (0.3, [], 0.3), (0.5, [143360], 0.5 + 1 / 143360)],
 )
-def test_layer_target_rounds_the_kept_weights_down(target, sizes, expected):
+def test_layer_target_leaves_room_for_rounding_and_a_tie(target, sizes, expected):
     from keras_lightnets.compression.prune import layer_target
 
     final = layer_target(target, sizes)
-    assert final == pytest.approx(expected, abs=1e-6)
-    for size in sizes:  # what TFMOT then keeps: round(size * (1 - final)) weights
+    assert final == pytest.approx(expected, abs=1e-9)
+    for size in sizes:  # TFMOT keeps round(size * (1 - final)) weights, one more on a tie at the threshold
         kept = round(size * (1 - final))
-        assert kept >= 1 and (size == 1 or 1 - kept / size >= target)
-
-
-def test_polynomial_schedule_ramps_up():
-    pruned = compression.prune(_fine_tuned("mobilenet_v2_035"), target_sparsity=0.8, begin_step=0, end_step=100,
-                               frequency=1)
-    _train(pruned, steps=2, callbacks=compression.pruning_callbacks())
-    reached = compression.overall_sparsity(compression.sparsity_report(compression.strip(pruned)))
-    assert 0.0 < reached < 0.5  # 2 of 100 ramp steps: far below the final 0.8
-
-
-def test_layer_filter_by_name_and_class():
-    model = _fine_tuned("mobilenet_v2_035")
-    only_head = compression.prune(model, 0.5, layers=["head"])
-    wrapped = [compression.unwrap(layer).name for layer in only_head.layers
-               if type(layer).__name__ == "PruneLowMagnitude"]
-    assert wrapped == ["head"]
-    depthwise = compression.prune(model, 0.5, layers=["DepthwiseConv2D"])
-    assert all(type(compression.unwrap(layer)).__name__ == "DepthwiseConv2D"
-               for layer in depthwise.layers if type(layer).__name__ == "PruneLowMagnitude")
-    with pytest.raises(ValueError, match="no_such_layer"):
-        compression.prune(model, 0.5, layers=["no_such_layer"])
+        assert kept >= 1
+        if size > 2 and target > 0:
+            assert 1 - (kept + 1) / size >= target
 
 
 @pytest.mark.parametrize(

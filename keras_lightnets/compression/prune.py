@@ -127,14 +127,15 @@ def layer_target(target_sparsity: float, sizes: Sequence[int]) -> float:
     so that each really reaches ``target_sparsity``.
 
     TFMOT keeps ``round(size * (1 - sparsity))`` weights, which for an odd size at 50%
-    keeps one weight too many (49.99% zeros). Asking for ``1 - floor(size * (1 - target)) / size``
-    keeps ``floor(...)`` weights instead: at least ``target`` zeros, and at most one weight
-    more than the exact fraction. A weight keeps at least one element.
+    keeps one weight too many (49.99% zeros), and also every weight tied with the
+    threshold. This asks for ``floor(size * (1 - target)) - 1`` kept weights: at least
+    ``target`` zeros even with a tie at the threshold, two weights at most above the
+    exact fraction. A weight keeps at least one element; a target of 0 stays 0.
     """
     sizes = [size for size in sizes if size > 0]
-    if not sizes:
+    if not sizes or target_sparsity == 0:
         return target_sparsity
-    kept = [max(math.floor(size * (1.0 - target_sparsity) + 1e-9), 1) for size in sizes]
+    kept = [max(math.floor(size * (1.0 - target_sparsity) + 1e-9) - 1, 1) for size in sizes]
     return max(1.0 - k / size for k, size in zip(kept, sizes, strict=True))
 
 
