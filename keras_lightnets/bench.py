@@ -67,7 +67,9 @@ class Measurements:
     ``model``: registry name or ``keras.applications.<Builder>``; ``params``: parameter
     count of the built network; ``keras_ms``: ``{batch size: median ms per batch}``;
     ``litert_ms``: ``{quantization: median ms per invoke (batch 1)}``; ``litert_bytes``:
-    ``{quantization: .tflite file size in bytes}``. A stage that failed has no entry.
+    ``{quantization: .tflite file size in bytes}``; ``litert_outside``: ``{quantization:
+    {op: count}}``, the ops XNNPACK left to TFLite's own kernels. A stage that failed has
+    no entry.
     """
 
     model: str
@@ -75,6 +77,7 @@ class Measurements:
     keras_ms: dict[int, float] = field(default_factory=dict)
     litert_ms: dict[str, float] = field(default_factory=dict)
     litert_bytes: dict[str, int] = field(default_factory=dict)
+    litert_outside: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurements:
@@ -84,6 +87,7 @@ class Measurements:
             keras_ms={int(k): float(v) for k, v in data.get("keras_ms", {}).items()},
             litert_ms={str(k): float(v) for k, v in data.get("litert_ms", {}).items()},
             litert_bytes={str(k): int(v) for k, v in data.get("litert_bytes", {}).items()},
+            litert_outside={str(k): dict(v) for k, v in data.get("litert_outside", {}).items()},
         )
 
 
@@ -348,6 +352,7 @@ def _litert(network: _Network, mode: str, path: str, calibration: Any, threads: 
         return
     network.measurements.litert_ms[mode] = result.median_ms
     network.measurements.litert_bytes[mode] = report.size_bytes
+    network.measurements.litert_outside[mode] = result.ops_outside_delegate
 
 
 def _release() -> None:
@@ -524,7 +529,8 @@ def _columns(rows: Sequence[BenchRow]) -> tuple[list[int], list[str]]:
     return batches, modes
 
 
-_TEXT_COLUMNS = frozenset({"model", "keras.applications", "twin of", "keras.applications twin"})
+_TEXT_COLUMNS = frozenset({"model", "keras.applications", "twin of", "keras.applications twin"}
+                          | {f"{label} ops outside XNNPACK" for label in QUANTIZATION_LABELS.values()})
 
 
 def _table(header: list[str], lines: list[list[str]]) -> list[str]:
@@ -533,6 +539,13 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(cells) + " |" for cells in lines]
     return out
+
+
+def _ops(counts: dict[str, int] | None) -> str:
+    """``{op: count}`` as ``OP xN, ...`` (``none`` when empty, ``-`` when not measured)."""
+    if counts is None:
+        return "-"
+    return ", ".join(f"{op} x{n}" for op, n in counts.items()) or "none"
 
 
 def _cell(text: str) -> str:
@@ -549,6 +562,7 @@ def markdown_table(rows: Sequence[BenchRow], machine_label: str) -> str:
     for q in modes:
         header += [f"LiteRT {QUANTIZATION_LABELS[q]} (ms)", "ours/twin"]
     header += [f"{QUANTIZATION_LABELS[q]} size (MB)" for q in modes] + ["keras.applications twin"]
+    header += [f"{QUANTIZATION_LABELS[q]} ops outside XNNPACK" for q in modes if q != "none"]
     lines = []
     for r in rows:
         cells = [
@@ -561,6 +575,7 @@ def markdown_table(rows: Sequence[BenchRow], machine_label: str) -> str:
             cells += [_ms(r.ours.litert_ms.get(q)), _ratio(r.ratios.get(f"litert_{q}"))]
         cells += [_mb(r.ours.litert_bytes.get(q)) for q in modes]
         cells.append(r.twin_name or "-")
+        cells += [_ops(r.ours.litert_outside.get(q)) for q in modes if q != "none"]
         lines.append([_cell(c) for c in cells])
     runs = sorted({r.runs for r in rows})
     out = [
@@ -579,12 +594,14 @@ def markdown_table(rows: Sequence[BenchRow], machine_label: str) -> str:
         header = ["keras.applications", "twin of", "params (M)"]
         header += [f"Keras b{b} (ms)" for b in batches] + [f"LiteRT {QUANTIZATION_LABELS[q]} (ms)" for q in modes]
         header += [f"{QUANTIZATION_LABELS[q]} size (MB)" for q in modes]
+        header += [f"{QUANTIZATION_LABELS[q]} ops outside XNNPACK" for q in modes if q != "none"]
         lines = []
         for r in twinned:
             t = r.twin
             cells = [r.twin_name or "-", r.name, "-" if t.params is None else f"{t.params / 1e6:.2f}"]
             cells += [_ms(t.keras_ms.get(b)) for b in batches] + [_ms(t.litert_ms.get(q)) for q in modes]
             cells += [_mb(t.litert_bytes.get(q)) for q in modes]
+            cells += [_ops(t.litert_outside.get(q)) for q in modes if q != "none"]
             lines.append([_cell(c) for c in cells])
         out += ["", "## keras.applications twins (same run)", "", *_table(header, lines)]
     problems = [f"- {r.name}: {_cell(r.error)}" for r in rows if r.error]

@@ -179,7 +179,13 @@ def test_markdown_has_the_machine_label_and_one_row_per_model(measured, tmp_path
     v2, shuffle = cells["mobilenet_v2_035"], cells["shufflenet_v2_x0_5"]
     ratio_column = header.index("LiteRT int8 (ms)") + 1
     assert v2[ratio_column] == f"{rows[0].ratios['litert_int8']:.2f}" and shuffle[ratio_column] == "-"
-    assert v2[-1] == "MobileNetV2" and shuffle[-1] == "-"
+    twin_column = header.index("keras.applications twin")
+    assert v2[twin_column] == "MobileNetV2" and shuffle[twin_column] == "-"
+    # which int8 ops XNNPACK left to TFLite's kernels: here only the final softmax
+    outside = header.index("int8 ops outside XNNPACK")
+    for row in rows:
+        assert row.ours.litert_outside["int8"] == {"SOFTMAX": 1} and row.ours.litert_outside["none"] == {}
+        assert cells[row.name][outside] == "SOFTMAX x1"
     assert v2[2] == f"{rows[0].params / 1e6:.2f}"
     assert "| MobileNetV2 | mobilenet_v2_035 |" in text  # the twins' own numbers
     assert "## Errors" not in text

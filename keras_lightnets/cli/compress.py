@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from keras_lightnets.cli._args import fraction, natural_int
+from keras_lightnets.cli._args import fraction, natural_int, positive_float
 
 PROG = "lightnets compress"
 
@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-epochs", type=natural_int, default=3, help="pruning fine-tune epochs (default 3)")
     parser.add_argument("--qat-epochs", type=natural_int, default=2, help="QAT fine-tune epochs (default 2)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both fine-tunes")
+    parser.add_argument("--lr", type=positive_float, default=2e-4,
+                        help="Adam learning rate of the pruning fine-tune (default 2e-4)")
+    parser.add_argument("--qat-lr", type=positive_float, default=1e-5,
+                        help="Adam learning rate of the QAT fine-tune (default 1e-5)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side for a registered name (default: the registry's); files keep theirs")
     parser.add_argument("--export", choices=("none", "float16", "dynamic", "int8"), default=None,
@@ -115,7 +118,8 @@ def compress(args) -> dict:
                f"model {model.name} ({kind}), preprocessing {mode}")
     spec = variants.VariantSpec("compressed", args.export or "none", qat=args.qat, sparsity=args.prune)
     recipe = variants.Recipe(prune_epochs=args.prune_epochs, qat_epochs=args.qat_epochs,
-                             batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, runs=0)
+                             batch_size=args.batch_size, learning_rate=args.lr, qat_learning_rate=args.qat_lr,
+                             seed=args.seed, runs=0)
     _say(args, " then ".join(filter(None, [f"pruning to {args.prune:.0%}" if args.prune else None,
                                            "quantization-aware training" if args.qat else None])))
     compressed = variants.make_variant(model, spec, *parts["train"], recipe)
