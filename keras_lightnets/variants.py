@@ -58,9 +58,10 @@ class Recipe:
 
     ``prune_epochs``: pruning fine-tune (sparsity ramps up over the first half, then
     holds); ``learning_rate``: its Adam rate; ``qat_epochs``: quantization-aware
-    fine-tune, at ``qat_learning_rate`` (from a trained model, QAT only has to adapt
-    to the quantization: at 2e-4 it lost 1.1-1.4 points on the digits benchmark where
-    1e-5 lost none).
+    fine-tune, at ``qat_learning_rate`` from a trained model (QAT only has to adapt to
+    the quantization: on the digits benchmark 2e-4 lost 1.1-1.4 points, 1e-5 none), at
+    ``learning_rate`` right after pruning (the pruned model is still recovering: at
+    1e-5 the 50%-pruned variants lost up to 2 points, at 2e-4 at most 1.4).
     ``threads`` / ``runs``: the LiteRT latency benchmark (0 runs: no benchmark).
     ``strip_names``: write the files without tensor names (``to_tflite(strip_names=True)``).
     """
@@ -155,7 +156,8 @@ def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarra
         current = compression.strip(pruned)
     if spec.qat:
         current = compression.quantize_aware(current)
-        _fit(current, images, labels, recipe.qat_epochs, recipe.qat_learning_rate, recipe)
+        learning_rate = recipe.learning_rate if spec.sparsity else recipe.qat_learning_rate
+        _fit(current, images, labels, recipe.qat_epochs, learning_rate, recipe)
     return current
 
 

@@ -81,7 +81,7 @@ def markdown(all_results: dict, label: str, args) -> str:
     lines = [f"# Compression on the bundled digits ({args.image_size}x{args.image_size} px)", "",
              f"Machine: {label}.", "",
              f"Recipe: from scratch, {args.epochs}+{args.fine_tune_epochs} epochs (`lightnets train`); "
-             "pruning 3 epochs (polynomial ramp) at Adam 2e-4, QAT 2 epochs at Adam 1e-5 "
+             "pruning 3 epochs (polynomial ramp) at Adam 2e-4, QAT 2 epochs at Adam 1e-5 (2e-4 after pruning) "
              "(`keras_lightnets.variants.Recipe`). "
              "Accuracy: LiteRT on the 359 held-out images. Files "
              + ("without tensor names (`--strip-names`)." if args.strip_names else "with tensor names."), "",

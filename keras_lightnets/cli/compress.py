@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=positive_float, default=2e-4,
                         help="Adam learning rate of the pruning fine-tune (default 2e-4)")
     parser.add_argument("--qat-lr", type=positive_float, default=1e-5,
-                        help="Adam learning rate of the QAT fine-tune (default 1e-5)")
+                        help="Adam learning rate of the QAT fine-tune without --prune (default 1e-5; after "
+                             "pruning QAT goes on at --lr)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side for a registered name (default: the registry's); files keep theirs")
     parser.add_argument("--export", choices=("none", "float16", "dynamic", "int8"), default=None,
