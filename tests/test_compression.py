@@ -175,6 +175,27 @@ def test_layer_target_leaves_room_for_rounding_and_a_tie(target, sizes, expected
             assert 1 - (kept + 1) / size >= target
 
 
+def test_polynomial_schedule_ramps_up():
+    pruned = compression.prune(_fine_tuned("mobilenet_v2_035"), target_sparsity=0.8, begin_step=0, end_step=100,
+                               frequency=1)
+    _train(pruned, steps=2, callbacks=compression.pruning_callbacks())
+    reached = compression.overall_sparsity(compression.sparsity_report(compression.strip(pruned)))
+    assert 0.0 < reached < 0.5  # 2 of 100 ramp steps: far below the final 0.8
+
+
+def test_layer_filter_by_name_and_class():
+    model = _fine_tuned("mobilenet_v2_035")
+    only_head = compression.prune(model, 0.5, layers=["head"])
+    wrapped = [compression.unwrap(layer).name for layer in only_head.layers
+               if type(layer).__name__ == "PruneLowMagnitude"]
+    assert wrapped == ["head"]
+    depthwise = compression.prune(model, 0.5, layers=["DepthwiseConv2D"])
+    assert all(type(compression.unwrap(layer)).__name__ == "DepthwiseConv2D"
+               for layer in depthwise.layers if type(layer).__name__ == "PruneLowMagnitude")
+    with pytest.raises(ValueError, match="no_such_layer"):
+        compression.prune(model, 0.5, layers=["no_such_layer"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [({"target_sparsity": 1.0}, "target_sparsity"), ({"begin_step": -1}, "begin_step"),
