@@ -44,7 +44,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keras_lightnets.export.delegation import format_op_counts
 from keras_lightnets.export.tflite import QUANTIZATION_MODES, temp_file_beside
+from keras_lightnets.utils import check_positive_int
 
 DEFAULT_KERAS_BATCHES = (1, 32)
 DEFAULT_QUANTIZATIONS = ("none", "int8")
@@ -257,12 +259,6 @@ def machine_label(threads: int, keras_threads: int | None = None, machine: dict[
 
 # --------------------------------------------------------------------------- measuring
 
-def _positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-    return value
-
-
 def _brief(stage: str, err: BaseException) -> str:
     text = " ".join(str(err).split()) or "no message"
     message = f"{stage}: {type(err).__name__}: {text}"
@@ -407,11 +403,11 @@ def benchmark_models(
     """
     names = resolve_names(names)
     if input_size is not None:
-        input_size = _positive_int(input_size, "input_size")
-    threads = _positive_int(threads, "threads")
-    runs = _positive_int(runs, "runs")
-    calibration_samples = _positive_int(calibration_samples, "calibration_samples")
-    keras_batches = tuple(_positive_int(b, "keras_batches") for b in keras_batches)
+        input_size = check_positive_int("input_size", input_size)
+    threads = check_positive_int("threads", threads)
+    runs = check_positive_int("runs", runs)
+    calibration_samples = check_positive_int("calibration_samples", calibration_samples)
+    keras_batches = tuple(check_positive_int("keras_batches", b) for b in keras_batches)
     quantizations = tuple(quantizations)
     bad = [q for q in quantizations if q not in QUANTIZATION_MODES]
     if bad:
@@ -543,9 +539,7 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
 
 def _ops(counts: dict[str, int] | None) -> str:
     """``{op: count}`` as ``OP xN, ...`` (``none`` when empty, ``-`` when not measured)."""
-    if counts is None:
-        return "-"
-    return ", ".join(f"{op} x{n}" for op, n in counts.items()) or "none"
+    return "-" if counts is None else format_op_counts(counts)
 
 
 def _cell(text: str) -> str:

@@ -287,20 +287,22 @@ def register(flavour: str = "keras") -> None:
     _define(_backend.check_flavour(flavour))
 
 
-def _nested_layers(model) -> Iterator:
+def nested_layers(model) -> Iterator:
+    """Every layer of ``model``, depth first: nested models' layers and the layer inside each
+    TFMOT wrapper (``QuantizeWrapper``, ``PruneLowMagnitude``) included."""
     for layer in getattr(model, "layers", []):
         yield layer
-        inner = getattr(layer, "layer", None)  # a TFMOT QuantizeWrapper / PruneLowMagnitude
+        inner = getattr(layer, "layer", None)
         if inner is not None:
             yield inner
-        yield from _nested_layers(layer)
+        yield from nested_layers(layer)
 
 
 @contextlib.contextmanager
 def int8_graph(model) -> Iterator[None]:
     """While active, the package's layers in ``model`` (nested models and TFMOT wrappers
     included) trace in their int8 form (see ``HardSwish``): wrap an int8 conversion in it."""
-    layers = [layer for layer in _nested_layers(model) if hasattr(layer, "quantize_points")]
+    layers = [layer for layer in nested_layers(model) if hasattr(layer, "quantize_points")]
     before = [layer.int8_graph for layer in layers]
     try:
         for layer in layers:

@@ -75,16 +75,18 @@ def check_rate(argument: str, value) -> None:
         raise ValueError(f"`{argument}` must be a number in [0, 1); received {argument}={value!r}")
 
 
-def check_bool(argument: str, value) -> None:
-    """Raise ``ValueError`` naming ``argument`` unless ``value`` is ``True`` or ``False``."""
+def check_bool(argument: str, value) -> bool:
+    """``value``; ``ValueError`` naming ``argument`` unless it is ``True`` or ``False``."""
     if not isinstance(value, bool):
         raise ValueError(f"`{argument}` must be True or False; received {argument}={value!r}")
+    return value
 
 
-def check_positive_int(argument: str, value) -> None:
-    """Raise ``ValueError`` naming ``argument`` unless ``value`` is an int >= 1 (not a bool)."""
+def check_positive_int(argument: str, value) -> int:
+    """``value``; ``ValueError`` naming ``argument`` unless it is an int >= 1 (not a bool)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"`{argument}` must be a positive int; received {argument}={value!r}")
+    return value
 
 
 def check_weights(weights, allowed_strings: Sequence[str] = ("imagenet",)) -> None:

@@ -201,10 +201,12 @@ def export_variant(
         top1_agreement=check.top1_agreement, kernel_sparsity=tflite_kernel_sparsity(path),
         export=report.as_dict(),
     )
-    result.delegate_partitions, result.ops_outside_delegate = delegate_coverage(path, recipe.threads)
-    if recipe.runs:
+    if recipe.runs:  # the benchmark reports the XNNPACK coverage too
         bench = benchmark_tflite(path, threads=recipe.threads, runs=recipe.runs)
         result.latency_ms, result.p90_ms, result.peak_memory_kib = bench.median_ms, bench.p90_ms, bench.peak_memory_kib
+        result.delegate_partitions, result.ops_outside_delegate = bench.delegate_partitions, bench.ops_outside_delegate
+    else:
+        result.delegate_partitions, result.ops_outside_delegate = delegate_coverage(path, recipe.threads)
     return result
 
 

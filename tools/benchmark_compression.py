@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 
+from keras_lightnets.export.delegation import format_op_counts
 from keras_lightnets.variants import VARIANTS
 
 DEFAULT_MODELS = ("mobilenet_v2_035", "mobilenet_v3_small_100", "shufflenet_v2_x0_5")
@@ -94,7 +95,7 @@ def markdown(all_results: dict, label: str, args) -> str:
             ratio = f"{r.size_bytes / float_size:.3f}" if float_size else "-"
             latency = "-" if r.latency_ms is None else f"{r.latency_ms:.3f}"
             p90 = "-" if r.p90_ms is None else f"{r.p90_ms:.3f}"
-            outside = ", ".join(f"{op} x{count}" for op, count in r.ops_outside_delegate.items()) or "-"
+            outside = format_op_counts(r.ops_outside_delegate, empty="-")
             lines.append(f"| {model} | {name} | {r.accuracy:.4f} | {100 * (entry['keras'] - r.accuracy):+.2f} | "
                          f"{r.size_bytes / 1024:.1f} | {r.gzip_bytes / 1024:.1f} | {ratio} | "
                          f"{r.kernel_sparsity:.4f} | {latency} | {p90} | {outside} |")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keras_lightnets.cli._args import positive_int
+from keras_lightnets.export.delegation import format_op_counts
 from keras_lightnets.export.tflite import QUANTIZATION_MODES, ConversionError, temp_file_beside
 
 PROG = "convert_tflite"
@@ -502,7 +503,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
                      f"mean |diff| {v['mean_abs_diff']:.3g}{agreement}")
     if "benchmark" in report:
         b = report["benchmark"]
-        outside = ", ".join(f"{op} x{n}" for op, n in b["ops_outside_delegate"].items()) or "none"
+        outside = format_op_counts(b["ops_outside_delegate"])
         lines.append(f"benchmark: median {b['median_ms']:.3f} ms, p90 {b['p90_ms']:.3f} ms, "
                      f"peak memory +{b['peak_memory_kib']} KiB ({b['threads']} thread(s)); "
                      f"XNNPACK partitions {b['delegate_partitions']}, ops outside: {outside}")

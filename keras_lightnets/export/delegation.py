@@ -43,3 +43,8 @@ def ops_outside_delegates(interpreter: Any) -> tuple[int, dict[str, int]]:
             pending.extend(int(t) for t in by_index[index]["inputs"] if t >= 0)
     outside = Counter(node["op_name"] for node in originals if node["index"] not in inside)
     return len(delegates), dict(sorted(outside.items()))
+
+
+def format_op_counts(counts: dict[str, int], empty: str = "none") -> str:
+    """``{op: count}`` as ``"OP xN, OP xN"`` for tables and reports; ``empty`` when there is none."""
+    return ", ".join(f"{op} x{count}" for op, count in counts.items()) or empty

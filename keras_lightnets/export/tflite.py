@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_lightnets.layers import int8_graph
+from keras_lightnets.layers import int8_graph, nested_layers
+from keras_lightnets.utils import check_bool
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 MAX_REPRESENTATIVE_SAMPLES = 100
@@ -209,20 +210,13 @@ def model_flavour(model: Any) -> str:
     )
 
 
-def _all_layers(model: Any) -> Iterable[Any]:
-    for layer in getattr(model, "layers", []):
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
 def is_qat_model(model: Any) -> bool:
     """True when ``model`` holds TFMOT quantization layers (``QuantizeWrapper``, ``QuantizeWrapperV2``,
     ``QuantizeLayer``), i.e. it went through ``quantize_model``/``quantize_apply``.
 
     Looks at class names and modules only; TFMOT is not imported.
     """
-    for layer in _all_layers(model):
+    for layer in nested_layers(model):
         for cls in type(layer).__mro__:
             if cls.__name__ in QAT_LAYER_CLASSES and cls.__module__.startswith("tensorflow_model_optimization"):
                 return True
@@ -594,9 +588,8 @@ def to_tflite(
         )
     if flavour == "keras" and qat:
         raise ValueError("`model`: TFMOT QAT models must be tf_keras models")
-    for name, flag in (("per_channel", per_channel), ("strip_names", strip_names)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"`{name}` must be True or False; received {name}={flag!r}")
+    check_bool("per_channel", per_channel)
+    check_bool("strip_names", strip_names)
     if not per_channel and (quantization != "int8" or qat):
         detail = " for a QAT model, whose weights are quantized per channel" if qat else ""
         raise ValueError(

@@ -72,12 +72,10 @@ def merge_manifest(document: dict[str, Any] | None, entries: dict[str, dict[str,
 
 
 def write_manifest(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Write a manifest document as sorted, indented JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n", encoding="utf8")
-    temporary.replace(path)
+    """Write a manifest document as sorted, indented JSON, atomically (``training.outputs``)."""
+    from keras_lightnets.training.outputs import write_text
+
+    write_text(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
 
 
 def manifest_entry(file_name: str) -> dict[str, Any]:
