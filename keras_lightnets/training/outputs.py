@@ -1,8 +1,10 @@
 """Atomic output files: write to a temporary file in the same folder, then ``os.replace``.
 
 A crash, Ctrl-C or kill leaves either the old file or the new one, never half of
-one; temporary files carry ``TEMP_MARK`` in their name and are removed when the
-write fails, or by ``remove_stale_temporaries`` on the next run (after a kill).
+one. Every temporary file or folder the package makes beside an output is named
+``TEMP_MARK + <pid> + "-" + ...``: it is removed when the write fails, and after a
+kill by ``remove_stale_temporaries`` on the next run, which deletes only marked
+entries whose process is gone (a concurrent run's temporaries are left alone).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import io
 import itertools
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 TEMP_MARK = ".lightnets-tmp-"
+_STALE_NAME = re.compile(re.escape(TEMP_MARK) + r"(\d+)-")
 
 
 def _umask() -> int:
@@ -26,16 +31,38 @@ def _umask() -> int:
     return mask
 
 
+def temp_prefix(name: str) -> str:
+    """The name prefix of this process's temporaries for an output called ``name``."""
+    return f"{TEMP_MARK}{os.getpid()}-{name}-"
+
+
+def temp_file_beside(path: str | os.PathLike, suffix: str | None = None) -> tuple[int, str]:
+    """``(fd, path)`` of a new marked temporary file in ``path``'s folder (``path``'s suffix by default).
+
+    It has the permissions a plain ``open`` would give (``mkstemp`` makes 0600 files).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.stem),
+                               suffix=path.suffix if suffix is None else suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A new marked temporary folder in ``path``'s folder (for multi-file staging)."""
+    path = Path(path)
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path.name)))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path`` (same suffix); on success it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_MARK}{path.stem}-", suffix=path.suffix)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -96,12 +123,45 @@ def write_history_png(path: str | os.PathLike, rows: Sequence[dict], title: str 
         figure.savefig(tmp, format="png")
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
-    """Delete temporary files left in ``folder`` (and its subfolders) by a killed run."""
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def is_stale_temporary(name: str) -> bool:
+    """Whether ``name`` is a package temporary whose writing process has ended."""
+    match = _STALE_NAME.match(name)
+    return bool(match) and not _process_alive(int(match.group(1)))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = True) -> list[str]:
+    """Delete temporary files and folders left in ``folder`` by killed runs; returns their paths.
+
+    Only entries named by this module (``TEMP_MARK`` and a process id) whose
+    process no longer runs are removed; links are not followed.
+    """
     removed = []
-    for root, _, names in os.walk(folder):
-        for name in names:
-            if name.startswith(TEMP_MARK):
-                os.remove(os.path.join(root, name))
-                removed.append(os.path.join(root, name))
+    if not os.path.isdir(folder):
+        return removed
+    for root, dirs, names in os.walk(folder):
+        for name in [*names, *dirs]:
+            if not is_stale_temporary(name):
+                continue
+            full = os.path.join(root, name)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(full)
+            removed.append(full)
+        dirs[:] = [d for d in dirs if recursive and not d.startswith(TEMP_MARK)]
     return removed
