@@ -628,7 +628,7 @@ def _bad_inputs(tmp: Path, keras_file: Path, image_folder: Path) -> dict[str, tu
         "missing output folder": ([*tiny, "-o", str(tmp / "no" / "m.tflite")], 2, "--output folder"),
         "registry option on a file": ([str(keras_file), "--classes", "3"], 2, "--classes only apply"),
         "input size of a fixed model": ([str(keras_file), "--input-size", "16"], 2, "--input-size 16x16 does not fit"),
-        "unloadable model file": ([str(tmp / "garbage.keras")], 1, "cannot load"),
+        "unloadable model file": ([str(tmp / "garbage.keras")], 2, "cannot load"),  # malformed input: exit 2
         "folder that is no SavedModel": ([str(image_folder)], 2, "not a SavedModel"),
     }
 

@@ -3,6 +3,8 @@
 
 A thin wrapper over ``keras_lightnets.export.convert`` (the same command as
 ``lightnets export``); ``python tools/convert_tflite.py --help`` lists the options.
+Model files that would run stored Python code (``Lambda`` layers, unknown classes)
+are refused with exit code 2 unless ``--unsafe`` is given (only for files you trust).
 Example::
 
     python tools/convert_tflite.py mobilenet_v3_small_100 -q int8 --data images/ --verify --benchmark \\

@@ -6,8 +6,12 @@ data's classes, ImageNet weights when cached). The data (``--data``, as for
 ``train``) fine-tunes the compressed model; the result is a tf_keras ``.h5``
 (what TFMOT produces) plus a JSON report (sparsity per layer, test accuracy),
 and with ``--export MODE`` also a verified ``.tflite``. Every file is written
-under a temporary name and renamed at the end. Exit codes: 0, 2 bad arguments,
-1 failure, each failure one line on stderr.
+under a temporary name and renamed at the end (a killed run's temporaries are
+removed by the next run in that folder). Model files never run Python code stored
+in them unless ``--unsafe`` is given (see ``keras_lightnets.model_files``); an
+output path that is an input (the model, ``--data``) is refused before any work.
+Exit codes: 0, 2 bad arguments, data or model file, 1 failure, each failure one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import sys
 import time
 
+from keras_lightnets import errors
 from keras_lightnets.cli._args import fraction, natural_int, positive_float
 
 PROG = "lightnets compress"
@@ -53,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output .h5 (default: MODEL's name + '_compressed.h5' in the current folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="print only the result")
+    parser.add_argument("--unsafe", action="store_true",
+                        help="load model files even when they may run stored Python code (Lambda layers, unknown "
+                             "classes); only for files you trust")
 
 
 def _say(args, message: str) -> None:
@@ -74,13 +82,34 @@ def _argument_error(args) -> str | None:
     return None
 
 
+def output_paths(args) -> dict[str, str]:
+    """``{what: path}`` of every file the command writes: the ``.h5``, its ``.json`` report, the ``.tflite``."""
+    output = args.output or f"{os.path.splitext(os.path.basename(args.model.rstrip('/')))[0]}_compressed.h5"
+    paths = {"--output": output, "the report": os.path.splitext(output)[0] + ".json"}
+    if args.export:
+        paths["the exported .tflite"] = os.path.splitext(output)[0] + ".tflite"
+    return paths
+
+
+def _check_paths(args, kind: str) -> dict[str, str]:
+    """The outputs, after refusing any that is an input (before any work)."""
+    from keras_lightnets.model_files import check_outputs_spare_inputs
+
+    outputs = output_paths(args)
+    inputs = {"the model": None if kind == "registry" else args.model,
+              "--data": args.data if os.path.exists(args.data) else None, "--data-dir": args.data_dir}
+    check_outputs_spare_inputs(outputs, inputs)
+    return outputs
+
+
 def _load(args, kind: str, classes: int | None):
     """``(model, preprocessing mode)`` for a file or a registry name."""
     from keras_lightnets import model_config
-    from keras_lightnets.export.convert import load_model_file
+    from keras_lightnets.model_files import load_model_file
 
     if kind != "registry":
-        return load_model_file(kind, args.model), "none" if args.preprocessing == "auto" else args.preprocessing
+        model = load_model_file(kind, args.model, unsafe=getattr(args, "unsafe", False))
+        return model, "none" if args.preprocessing == "auto" else args.preprocessing
     from keras_lightnets.training import build_classifier
 
     size = args.image_size or model_config(args.model).input_size
@@ -94,10 +123,13 @@ def compress(args) -> dict:
 
     from keras_lightnets import compression, variants
     from keras_lightnets.data.sources import load_images
-    from keras_lightnets.export.convert import model_kind
     from keras_lightnets.imagenet import preprocess_input
+    from keras_lightnets.model_files import model_kind
+    from keras_lightnets.training.outputs import remove_stale_temporaries
 
     kind = model_kind(args.model)
+    outputs = _check_paths(args, kind)
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(outputs["--output"])), recursive=False)
     started = time.perf_counter()
     _say(args, f"loading {args.data}")
     probe = None
@@ -124,7 +156,7 @@ def compress(args) -> dict:
     _say(args, " then ".join(filter(None, [f"pruning to {args.prune:.0%}" if args.prune else None,
                                            "quantization-aware training" if args.qat else None])))
     compressed = variants.make_variant(model, spec, *parts["train"], recipe)
-    output = args.output or f"{os.path.splitext(os.path.basename(args.model.rstrip('/')))[0]}_compressed.h5"
+    output = outputs["--output"]
     test_images, test_labels = parts["test"]
     probabilities = compressed.predict(test_images, batch_size=64, verbose=0)
     rows = compression.sparsity_report(compressed)
@@ -141,7 +173,7 @@ def compress(args) -> dict:
         if args.export:
             from keras_lightnets.export import to_tflite, verify_tflite
 
-            tflite = os.path.splitext(output)[0] + ".tflite"
+            tflite = outputs["the exported .tflite"]
             _say(args, f"exporting {args.export} TFLite")
             exported = to_tflite(compressed, tflite, args.export,
                                  representative_data=parts["train"][0][: recipe.representative_samples])
@@ -152,7 +184,7 @@ def compress(args) -> dict:
                                 "kernel_sparsity": variants.tflite_kernel_sparsity(tflite)}
         save_model(compressed, output)
         staged.append(output)
-        write_json(os.path.splitext(output)[0] + ".json", report)
+        write_json(outputs["the report"], report)
     except BaseException:
         for path in staged:
             if os.path.exists(path):
@@ -163,17 +195,18 @@ def compress(args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lightnets compress`` with parsed ``args``; returns the exit code."""
-    from keras_lightnets.export.convert import UsageError
-
     reason = _argument_error(args)
     if reason:
         print(f"{PROG}: error: {reason}", file=sys.stderr)
-        return 2
+        return errors.EXIT_BAD_INPUT
     try:
         report = compress(args)
-    except (UsageError, ValueError, FileNotFoundError) as err:
-        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+    except (errors.InputError, ValueError, FileNotFoundError) as err:
+        print(f"{PROG}: error: {errors.one_line(err)}", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
+    except OSError as err:
+        print(f"{PROG}: error: {type(err).__name__}: {errors.one_line(err)}", file=sys.stderr)
+        return errors.exit_code(err)
     summary = {k: report[k] for k in ("output", "test_accuracy", "overall_sparsity")}
     if "tflite" in report:
         summary["tflite"] = report["tflite"]

@@ -1,5 +1,8 @@
 """``lightnets export``: the TFLite converter as a subcommand (see ``keras_lightnets.export.convert``).
 
+Model files are loaded by ``keras_lightnets.model_files`` (no stored Python code runs
+without ``--unsafe``); exit codes 0, 2 (bad input, unsafe model file), 1 (failure).
+
 Wiring, in ``build_parser``::
 
     p = commands.add_parser("export", help="convert a model to TensorFlow Lite")

@@ -13,13 +13,17 @@ int8 calibration and ``--verify``: a ``.npy`` file ``(N, H, W, C)`` of the
 model's input size, a folder with one subfolder of images per class, ``digits``,
 ``tfds:NAME[:SPLIT]`` or ``random``; ``--preprocessing`` maps them to what the
 model takes (default: the registry model's mode, ``none`` for model files).
+Model files never run Python code stored in them (``Lambda`` layers, unknown
+classes) unless ``--unsafe`` is given (see ``keras_lightnets.model_files``).
 
 Writes ``OUT.tflite``, ``OUT.labels.txt`` (one class name per line, when the class
 names are known) and ``OUT.json`` (export, verify and benchmark reports), all
-through temporary files renamed at the very end: a failed run leaves none of them.
-Progress goes to stderr, the written paths to stdout. Exit codes: 0 success,
-2 bad arguments or data, 1 failure; an error is one line on stderr. TensorFlow is
-imported only after the arguments are parsed.
+through temporary files renamed at the very end: a failed run leaves none of them
+(a killed run's temporaries are removed by the next run in that folder). An output
+path that is one of the inputs (model, ``--data``, ``--weights``) is refused before
+any work. Progress goes to stderr, the written paths to stdout. Exit codes: 0
+success, 2 bad arguments, data or model file, 1 failure; an error is one line on
+stderr. TensorFlow is imported only after the arguments are parsed.
 """
 
 from __future__ import annotations
@@ -35,18 +39,27 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keras_lightnets import errors
 from keras_lightnets.cli._args import positive_int
 from keras_lightnets.export.delegation import format_op_counts
-from keras_lightnets.export.tflite import QUANTIZATION_MODES, ConversionError, temp_file_beside
+from keras_lightnets.export.tflite import QUANTIZATION_MODES, ConversionError
+from keras_lightnets.model_files import MODEL_SUFFIXES, check_outputs_spare_inputs, load_model_file, model_kind
+from keras_lightnets.training.outputs import remove_stale_temporaries, temp_file_beside
 
 PROG = "convert_tflite"
 DATA_FORMS = "a .npy file (N, H, W, C), a folder of class subfolders, 'digits', 'tfds:NAME[:SPLIT]' or 'random'"
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 PREPROCESSING = ("auto", "none", "tf", "torch")
 _SHOWN_SKIPPED = 20
 
 
-class UsageError(ValueError):
+UNSAFE_HELP = ("load model files even when they may run stored Python code (Lambda layers, unknown classes); "
+               "only for files you trust")
+
+__all__ = ["MODEL_SUFFIXES", "LoadError", "Plan", "UsageError", "add_arguments", "build_parser", "load_model",
+           "load_model_file", "main", "make_plan", "model_kind", "run"]
+
+
+class UsageError(errors.InputError):
     """Bad command-line arguments or data (exit code 2)."""
 
 
@@ -111,6 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=positive_int, default=50, help="timed benchmark runs. Default: 50")
     parser.add_argument("--warmup", type=int, default=5, help="untimed benchmark runs first. Default: 5")
     parser.add_argument("--quiet", action="store_true", help="no progress lines or warnings on stderr")
+    parser.add_argument("--unsafe", action="store_true", help=UNSAFE_HELP)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -133,31 +147,6 @@ class Plan:
     report_path: str
     data_kind: str | None  # "npy", "random", "images" or None
     notes: list[str] = field(default_factory=list)
-
-
-def model_kind(source: str) -> str:
-    if os.path.isdir(source):
-        if not os.path.isfile(os.path.join(source, "saved_model.pb")):
-            raise UsageError(f"model folder {source!r} is not a SavedModel (no saved_model.pb)")
-        return "saved_model"
-    lower = source.lower()
-    if lower.endswith(".weights.h5"):
-        raise UsageError(f"{source!r} holds weights only; pass a registered model name with --weights {source}")
-    if os.path.isfile(source):
-        if lower.endswith(".keras"):
-            return "keras"
-        if lower.endswith((".h5", ".hdf5")):
-            return "h5"
-        raise UsageError(f"model file {source!r} must be .keras, .h5 or a SavedModel folder")
-    if lower.endswith(MODEL_SUFFIXES) or os.sep in source or (os.altsep and os.altsep in source):
-        raise UsageError(f"model file {source!r} does not exist")
-    from keras_lightnets import model_config
-
-    try:
-        model_config(source)
-    except ValueError as err:
-        raise UsageError(f"{err} Or give a .keras/.h5 model file or a SavedModel folder.") from None
-    return "registry"
 
 
 def _data_kind(data: str | None) -> str | None:
@@ -207,6 +196,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0; received {args.warmup}")
     output, labels_path, report_path = _output_paths(args, kind)
+    inputs = {"--data": args.data if data_kind in ("npy", "images") else None, "--data-dir": args.data_dir,
+              "--weights": args.weights if kind == "registry" and args.weights not in ("auto", "none", "imagenet")
+              else None, "the model": None if kind == "registry" else args.model}
+    check_outputs_spare_inputs({"--output": output, "the labels file": labels_path, "the report": report_path},
+                               inputs)
     return Plan(kind, args.model, output, labels_path, report_path, data_kind)
 
 
@@ -237,7 +231,7 @@ class _Staging:
         self.pending: list[tuple[str, str]] = []
 
     def reserve(self, final: str) -> str:
-        fd, tmp = temp_file_beside(final, ".partial")
+        fd, tmp = temp_file_beside(final)
         os.close(fd)
         self.pending.append((tmp, final))
         return tmp
@@ -288,33 +282,6 @@ def _registry_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return model, {"weights": weights, "flavour": args.flavour, "registry_preprocessing": preprocessing}
 
 
-def _quantize_scope():
-    """What loading a QAT ``.h5`` needs (TFMOT's scope plus the package's configs), when TFMOT is installed."""
-    try:
-        from keras_lightnets.compression import quantize_scope
-
-        return quantize_scope()
-    except ImportError:
-        return contextlib.nullcontext()
-
-
-def load_model_file(kind: str, path: str) -> Any:
-    """A ``.keras`` file with Keras 3 (``safe_mode=True``); ``.h5`` and SavedModels with tf_keras."""
-    from keras_lightnets import layers
-
-    if kind == "keras":
-        import keras
-
-        layers.custom_objects("keras")  # defines and registers the package's Keras 3 layers
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    import tf_keras
-
-    from keras_lightnets.legacy import legacy_custom_objects
-
-    with _quantize_scope():
-        return tf_keras.models.load_model(path, custom_objects=legacy_custom_objects(), compile=False)
-
-
 def load_model(args: argparse.Namespace, plan: Plan) -> tuple[Any, dict[str, Any]]:
     """The Keras model to convert and facts about it for the report."""
     from keras_lightnets.export.tflite import is_qat_model, model_flavour
@@ -323,9 +290,9 @@ def load_model(args: argparse.Namespace, plan: Plan) -> tuple[Any, dict[str, Any
         model, facts = _registry_model(args)
     else:
         try:
-            model = load_model_file(plan.model_kind, plan.model)
+            model = load_model_file(plan.model_kind, plan.model, unsafe=getattr(args, "unsafe", False))
             flavour = model_flavour(model)
-        except (KeyboardInterrupt, MemoryError):
+        except (KeyboardInterrupt, MemoryError, errors.InputError):
             raise
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -398,8 +365,8 @@ def _image_data(args: argparse.Namespace, shape: tuple[int, int, int]) -> Data:
         try:
             loaded = load_images(args.data, image_size=shape[:2], channels=shape[2], limit=args.num_samples,
                                  data_dir=args.data_dir)
-        except (ValueError, FileNotFoundError) as err:
-            raise UsageError(f"--data {args.data!r}: {err}") from None
+        except (ValueError, OSError) as err:
+            raise UsageError(f"--data {args.data!r}: {errors.one_line(err)}") from None
     return Data(loaded.images, loaded.labels, list(loaded.class_names), list(loaded.skipped))
 
 
@@ -513,11 +480,6 @@ def _summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
-
 def run(args: argparse.Namespace, *, prog: str = PROG) -> int:
     """Carry out parsed arguments; returns the exit code (0, 1 or 2), errors as one stderr line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -528,6 +490,7 @@ def run(args: argparse.Namespace, *, prog: str = PROG) -> int:
             if args.quiet:
                 warnings.simplefilter("ignore")
             plan = make_plan(args)
+            remove_stale_temporaries(os.path.dirname(plan.output), recursive=False)
             report = _convert(args, plan, progress, staging)
             report["seconds"] = round(time.perf_counter() - started, 2)
             staging.write(plan.report_path, json.dumps(report, indent=1, default=str) + "\n")
@@ -535,15 +498,15 @@ def run(args: argparse.Namespace, *, prog: str = PROG) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted; nothing written", file=sys.stderr)
         return 1
-    except (UsageError, ValueError, FileNotFoundError) as err:
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+    except (errors.InputError, ValueError, FileNotFoundError) as err:
+        print(f"{prog}: error: {errors.one_line(err)}", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
     except (LoadError, ConversionError) as err:
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
-        return 1
+        print(f"{prog}: error: {errors.one_line(err)}", file=sys.stderr)
+        return errors.exit_code(err)
     except Exception as err:
-        print(f"{prog}: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
-        return 1
+        print(f"{prog}: error: {type(err).__name__}: {errors.one_line(err)}", file=sys.stderr)
+        return errors.exit_code(err)
     finally:
         staging.discard()
     for line in _summary(report):
@@ -557,8 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as err:
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {errors.one_line(err)}", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
     except SystemExit as done:  # --help
         return int(done.code or 0)
     return run(args)

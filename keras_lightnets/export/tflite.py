@@ -26,9 +26,9 @@ import contextlib
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_lightnets.errors import InputError
 from keras_lightnets.layers import int8_graph, nested_layers
+from keras_lightnets.training.outputs import temp_file_beside  # also imported from here by bench.py
 from keras_lightnets.utils import check_bool
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
@@ -371,18 +373,48 @@ def _indices(vector_length: int, getter) -> list[int]:
     return [int(getter(i)) for i in range(vector_length)]
 
 
+def _not_tflite(name: str, reason: str) -> InputError:
+    return InputError(f"{name} is not a valid TFLite flatbuffer ({reason})")
+
+
 def describe_tflite(model: str | os.PathLike | bytes) -> TFLiteSummary:
     """Parse a ``.tflite`` flatbuffer (a path or its bytes): op counts, inputs, outputs, float ops.
 
     Uses the TFLite schema that ships with ``ai_edge_litert``; nothing is run.
+    ``InputError`` (one line naming the file) for an empty, truncated or foreign file.
     """
     schema = _litert("schema_py_generated")
     if isinstance(model, bytes | bytearray):
-        content = bytes(model)
+        content, name = bytes(model), "the given bytes"
     else:
-        with open(os.fspath(model), "rb") as f:
-            content = f.read()
+        name = f"file {os.fspath(model)!r}"
+        try:
+            with open(os.fspath(model), "rb") as f:
+                content = f.read()
+        except IsADirectoryError:
+            raise InputError(f"{name} is a folder, not a .tflite file") from None
+    if not content:
+        raise _not_tflite(name, "it is empty")
+    if len(content) < 8 or not schema.Model.ModelBufferHasIdentifier(content, 0):
+        raise _not_tflite(name, "no 'TFL3' file identifier")
+    try:
+        return _describe(schema, content)
+    except (struct.error, IndexError) as err:
+        raise _not_tflite(name, f"truncated or corrupt: offsets point outside the file ({err})") from None
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError, KeyError) as err:
+        raise _not_tflite(name, f"truncated or corrupt: {type(err).__name__}: {err}") from None
+
+
+def _describe(schema: Any, content: bytes) -> TFLiteSummary:
     root = schema.Model.GetRootAs(content, 0)
+    if root.SubgraphsLength() < 1:
+        raise ValueError("no subgraph")
+    for b in range(root.BuffersLength()):  # every weight buffer lies inside the file (truncation shows here)
+        buffer = root.Buffers(b)
+        if buffer.DataLength():
+            buffer.DataAsNumpy()
+        if buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > len(content):
+            raise ValueError(f"buffer {b} ends past the end of the file")
     builtin_names, type_names = _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType)
     op_names = [_op_name(root.OperatorCodes(i), builtin_names) for i in range(root.OperatorCodesLength())]
     counts: dict[str, int] = {}
@@ -508,18 +540,6 @@ def _check_int8(summary: TFLiteSummary, allow_float_ops: bool) -> None:
             f"int8 conversion left float ops: {counts}. These ops have no int8 kernel (the converter kept them in "
             "float32 between QUANTIZE/DEQUANTIZE); replace them in the model, or pass allow_float_ops=True"
         )
-
-
-def temp_file_beside(path: str, suffix: str = ".tmp") -> tuple[int, str]:
-    """``(fd, name)`` of a new hidden temporary file in ``path``'s folder, with the permissions a
-    plain ``open`` would give (``mkstemp`` makes them 0600)."""
-    folder, base = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=suffix)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -727,8 +747,10 @@ def _check_labels(labels: Any, count: int) -> np.ndarray | None:
 
 
 def _check_tflite_path(path: Any) -> str:
+    """``path`` as a str, after checking it is an existing, parseable ``.tflite`` file (``InputError`` if not)."""
     if not isinstance(path, str | os.PathLike) or not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"`path` must be an existing .tflite file; received path={path!r}")
+    describe_tflite(path)
     return os.fspath(path)
 
 
