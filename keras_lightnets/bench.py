@@ -45,7 +45,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from keras_lightnets.export.delegation import format_op_counts
-from keras_lightnets.export.tflite import QUANTIZATION_MODES, temp_file_beside
+from keras_lightnets.export.tflite import QUANTIZATION_MODES
+from keras_lightnets.training.outputs import atomic_path, write_text
 from keras_lightnets.utils import check_positive_int
 
 DEFAULT_KERAS_BATCHES = (1, 32)
@@ -478,26 +479,6 @@ def benchmark_models(
 
 # --------------------------------------------------------------------------- writing
 
-@contextlib.contextmanager
-def _atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
-    path = os.path.abspath(os.fspath(path))
-    fd, tmp = temp_file_beside(path)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def _atomic_text(path: str | os.PathLike, text: str) -> None:
-    with _atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def _ms(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
@@ -608,7 +589,7 @@ def markdown_table(rows: Sequence[BenchRow], machine_label: str) -> str:
 def write_markdown(rows: Sequence[BenchRow], path: str | os.PathLike, machine_label: str) -> str:
     """Write ``markdown_table(rows, machine_label)`` to ``path`` atomically; returns the text."""
     text = markdown_table(rows, machine_label)
-    _atomic_text(path, text)
+    write_text(path, text)
     return text
 
 
@@ -616,7 +597,7 @@ def write_json(rows: Sequence[BenchRow], path: str | os.PathLike, machine: dict[
                machine_label: str = "") -> None:
     """Write ``{"machine": ..., "label": ..., "rows": [BenchRow.as_dict()]}`` to ``path`` atomically."""
     data = {"machine": machine or {}, "label": machine_label, "rows": [r.as_dict() for r in rows]}
-    _atomic_text(path, json.dumps(data, indent=1) + "\n")
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> tuple[list[BenchRow], dict[str, Any]]:
@@ -675,7 +656,7 @@ def write_plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> None:
         axes.margins(x=0.2, y=0.08)  # room for the labels of the outermost points
         if not points:
             axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
 
 

@@ -15,6 +15,14 @@ NASNetMobile -- with its URL and hash exactly as keras.applications
 * NASNetMobile: ``NASNet-mobile[-no-top].h5`` cached as ``nasnet_mobile[_no_top].h5``;
   md5 hashes from the ``file_hash`` arguments.
 
+Every entry also gets the check fields of ``keras_lightnets.weights.download``:
+``sha256`` and ``size`` where a full digest and byte size of that exact file are
+known (``KNOWN_FILES``; none is published for these files so far, so they are
+``null``), ``max_bytes`` from the registry's parameter count of the model
+(``download.max_bytes_for_parameters``) and the derived ``verified`` level
+(``"md5"`` for MobileNetV3 and NASNetMobile, ``"none"`` for MobileNet V1/V2,
+whose files are then checked only against ``max_bytes``).
+
 Entries from other sources already in the file (e.g. torchvision ports) are kept
 as they are; this script only replaces the entries whose ``source`` is
 ``keras.applications``. Run from anywhere::
@@ -31,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
-from keras_lightnets.weights.download import merge_manifest, write_manifest
+from keras_lightnets.weights.download import make_entry, max_bytes_for_parameters, merge_manifest, write_manifest
 
 SOURCE = "keras.applications"
 LICENSE = "Apache-2.0"
@@ -66,18 +74,27 @@ NASNET_MOBILE = {
 }
 NASNET_MOBILE_MODEL = "nasnet_mobile"
 
+# {file name: (full sha256, size in bytes)} of files whose digest and size were found
+# published for that exact file. Never filled from a guess: an entry stays null until then.
+KNOWN_FILES: dict[str, tuple[str, int]] = {}
+
 
 def _width_name(alpha: float) -> str:
     """The registry's width suffix: 0.25 -> "025", 1.4 -> "140"."""
     return f"{round(alpha * 100):03d}"
 
 
-def _entry(url: str, md5: str | None, input_size: int, include_top: bool, models: list[str]) -> dict[str, Any]:
-    return {
-        "url": url, "hash": f"md5:{md5}" if md5 else None, "format": FORMAT,
-        "input_size": input_size, "include_top": include_top, "models": models,
-        "source": SOURCE, "license": LICENSE,
-    }
+def _entry(name: str, url: str, md5: str | None, input_size: int, include_top: bool,
+           models: list[str]) -> dict[str, Any]:
+    from keras_lightnets import model_config
+
+    sha256, size = KNOWN_FILES.get(name, (None, None))
+    return make_entry(
+        url, hash=f"md5:{md5}" if md5 else None, sha256=sha256, size=size,
+        max_bytes=max(max_bytes_for_parameters(model_config(m).params) for m in models),
+        format=FORMAT, input_size=input_size, include_top=include_top, models=models,
+        source=SOURCE, license=LICENSE,
+    )
 
 
 def keras_entries() -> dict[str, dict[str, Any]]:
@@ -88,20 +105,23 @@ def keras_entries() -> dict[str, dict[str, Any]]:
         for alpha, alpha_text in V1_ALPHAS.items():
             for rows in V1_SIZES:
                 name = f"mobilenet_{alpha_text}_{rows}_tf{suffix}.h5"
-                entries[name] = _entry(V1_URL + name, None, rows, include_top, [f"mobilenet_v1_{_width_name(alpha)}"])
+                model = f"mobilenet_v1_{_width_name(alpha)}"
+                entries[name] = _entry(name, V1_URL + name, None, rows, include_top, [model])
         for alpha in V2_ALPHAS:
             for rows in V2_SIZES:
                 name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}{suffix}.h5"
-                entries[name] = _entry(V2_URL + name, None, rows, include_top, [f"mobilenet_v2_{_width_name(alpha)}"])
+                model = f"mobilenet_v2_{_width_name(alpha)}"
+                entries[name] = _entry(name, V2_URL + name, None, rows, include_top, [model])
         for model, hashes in V3_HASHES.items():
             name = f"weights_mobilenet_v3_{model}{'.h5' if include_top else '_no_top_v2.h5'}"
             model_type, rest = model.split("_", 1)
             alpha = float(model.split("_")[-2])
             minimal = "_minimal" if "minimalistic" in rest else ""
             registry_name = f"mobilenet_v3_{model_type}{minimal}_{_width_name(alpha)}"
-            entries[name] = _entry(V3_URL + name, hashes[0 if include_top else 1], 224, include_top, [registry_name])
+            md5 = hashes[0 if include_top else 1]
+            entries[name] = _entry(name, V3_URL + name, md5, 224, include_top, [registry_name])
         cache_name, url_name, md5 = NASNET_MOBILE[include_top]
-        entries[cache_name] = _entry(NASNET_URL + url_name, md5, 224, include_top, [NASNET_MOBILE_MODEL])
+        entries[cache_name] = _entry(cache_name, NASNET_URL + url_name, md5, 224, include_top, [NASNET_MOBILE_MODEL])
     return entries
 
 

@@ -9,6 +9,12 @@ hash (``"sha256:<prefix>"``, which ``download.hash_matches`` accepts). The
 format ``"torchvision-pth"`` makes ``weights="imagenet"`` port the file and cache
 the converted Keras weights (see ``keras_lightnets.weights.torchvision``).
 
+A name prefix is a 32-40 bit check only. Where the full sha256 and byte size of
+the exact file are published (``KNOWN_FILES``), the entry carries them
+(``"verified": "sha256"``); the others keep the prefix (``"verified":
+"name-prefix"``, which ``fetch`` warns about once) and a ``max_bytes`` bound from
+the registry's parameter count (``download.max_bytes_for_parameters``).
+
 Only entries whose ``source`` is ``torchvision`` (or whose name is one of these
 files) are replaced; everything else in the file is kept. A missing manifest is
 created. Run from anywhere::
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
-from keras_lightnets.weights.download import merge_manifest, write_manifest
+from keras_lightnets.weights.download import make_entry, max_bytes_for_parameters, merge_manifest, write_manifest
 
 SOURCE = "torchvision"
 LICENSE = "BSD-3-Clause"
@@ -34,6 +40,13 @@ FORMAT = "torchvision-pth"
 BASE_URL = "https://download.pytorch.org/models/"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "weights" / "manifest.json"
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
+
+# {file name: (full sha256, size in bytes)}, only where both were found published for that
+# exact file (never guessed). squeezenet1_1: the same digest and size are pinned by several
+# unrelated public projects that download this URL; the digest starts with the name's prefix.
+KNOWN_FILES: dict[str, tuple[str, int]] = {
+    "squeezenet1_1-b8a52dc0.pth": ("b8a52dc049b60e4b6ab68ad0df457362afab8b6304b2febdc1650a5dab4d7e7b", 4_958_839),
+}
 
 
 def _files_by_model() -> dict[str, str]:
@@ -49,16 +62,21 @@ def _files_by_model() -> dict[str, str]:
 
 def torchvision_entries(files_by_model: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """``{file name: manifest entry}`` of every torchvision checkpoint."""
+    from keras_lightnets import model_config
+
     entries = {}
     for model, file_name in sorted((files_by_model or _files_by_model()).items()):
         match = _HASH_IN_NAME.search(file_name)
         if match is None:
             raise ValueError(f"torchvision file name {file_name!r} carries no sha256 prefix")
-        entries[file_name] = {
-            "url": BASE_URL + file_name, "hash": f"sha256:{match.group(1)}", "format": FORMAT,
-            "input_size": 224, "include_top": True, "models": [model],
-            "source": SOURCE, "license": LICENSE,
-        }
+        sha256, size = KNOWN_FILES.get(file_name, (None, None))
+        if sha256 is not None and not sha256.startswith(match.group(1)):
+            raise ValueError(f"the known sha256 of {file_name!r} does not start with its name's prefix")
+        entries[file_name] = make_entry(
+            BASE_URL + file_name, hash=f"sha256:{match.group(1)}", sha256=sha256, size=size,
+            max_bytes=max_bytes_for_parameters(model_config(model).params), format=FORMAT,
+            input_size=224, include_top=True, models=[model], source=SOURCE, license=LICENSE,
+        )
     return entries
 
 

@@ -7,7 +7,7 @@ without unpickling anything but tensors, see ``keras_lightnets.weights.torchvisi
 ``NAME`` a registered model with a torchvision counterpart (e.g. ``squeezenet1_1``,
 ``shufflenet_v2_x1_0``, ``mnasnet_b1_100``). The registry's builder makes the
 model (ImageNet top, 1000 classes), the checkpoint is ported into it (every
-tensor name and shape checked) and ``model.save_weights`` writes ``OUT`` through a
+tensor name, shape, stride and size checked before anything is read) and ``model.save_weights`` writes ``OUT`` through a
 temporary file renamed into place, so a failure leaves no output. The result
 loads with ``weights=OUT`` in Keras 3 and tf_keras.
 
@@ -52,16 +52,17 @@ def _check_arguments(src: Path, output: Path) -> str | None:
 def port(src: str | os.PathLike, arch: str, output: str | os.PathLike) -> Path:
     """Port ``src`` into the registered model ``arch`` and write ``output`` atomically."""
     from keras_lightnets import create_model
+    from keras_lightnets.training.outputs import temp_file_beside
 
     output = Path(output)
     model = create_model(arch, weights=os.fspath(src))
-    stem = output.name[: -len(OUTPUT_SUFFIX)]
-    tmp = output.with_name(f".{stem}.tmp-{os.getpid()}{OUTPUT_SUFFIX}")
+    fd, tmp = temp_file_beside(output, suffix=OUTPUT_SUFFIX)  # pid-marked: a killed run's is cleaned up
+    os.close(fd)
     try:
         model.save_weights(tmp)
         os.replace(tmp, output)
     finally:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
     return output
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from keras_lightnets.errors import InputError
 from keras_lightnets.weights.download import fetch, manifest, manifest_entry
 from keras_lightnets.weights.loading import assign_by_name, load_weights, read_weight_file
 from keras_lightnets.weights.torchvision import TORCH_SUFFIXES, port_checkpoint, port_imagenet
@@ -26,13 +27,14 @@ def apply_weights(
     fetched (mirror, cache or download) -- a ``"torchvision-pth"`` entry is ported
     with ``torch_mapping`` and its conversion cached; otherwise a path to a weights
     file: a torchvision checkpoint (``.safetensors``/``.pth``/``.pt``, ported with
-    ``torch_mapping``, see ``weights.torchvision``) or a Keras weights file.
+    ``torch_mapping``, see ``weights.torchvision``: every declared shape checked
+    against the model before a tensor is read) or a Keras weights file.
     """
     if weights is None:
         return
     if weights == "imagenet":
         if imagenet_file is None:
-            raise ValueError(f"model {model.name!r} has no ImageNet weights; use weights=None or a file path")
+            raise InputError(f"model {model.name!r} has no ImageNet weights; use weights=None or a file path")
         file_name = imagenet_file()
         if manifest_entry(file_name).get("format") == "torchvision-pth":
             port_imagenet(model, file_name, torch_mapping)
