@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(2, problem)
 
     from keras_lightnets import model_config
+    from keras_lightnets.errors import InputError
     from keras_lightnets.weights.torchvision import NoTorchCounterpartError
 
     try:
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         written = port(src, args.arch, output)
     except NoTorchCounterpartError as err:
         return _fail(2, f"--arch {args.arch!r}: {err}")
+    except InputError as err:  # a checkpoint that is hostile or does not fit the architecture
+        return _fail(2, err)
     except (ValueError, OSError) as err:
         return _fail(1, err)
     print(f"{PROG}: wrote {written} ({args.arch}, from {src})")

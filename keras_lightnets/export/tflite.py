@@ -39,7 +39,7 @@ import numpy as np
 
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import int8_graph, nested_layers
-from keras_lightnets.training.outputs import temp_file_beside  # also imported from here by bench.py
+from keras_lightnets.training.outputs import temp_file_beside
 from keras_lightnets.utils import check_bool
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
