@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from keras_lightnets.data.sources import ImageData, StreamData
+from keras_lightnets.errors import InputError
 
 PREPROCESS_MODES = {"tf": "tf", "torch": "torch", "in_model": "none"}  # registry name -> imagenet.preprocess_input mode
 FILL_MODES = ("reflect", "wrap", "nearest", "constant")
@@ -44,9 +45,9 @@ class Augmentation:
         for name in ("translate", "zoom"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-                raise ValueError(f"`{name}` must be a number in [0, 1); received {name}={value!r}")
+                raise InputError(f"`{name}` must be a number in [0, 1); received {name}={value!r}")
         if self.fill_mode not in FILL_MODES:
-            raise ValueError(f"`fill_mode` must be one of {FILL_MODES}; received fill_mode={self.fill_mode!r}")
+            raise InputError(f"`fill_mode` must be one of {FILL_MODES}; received fill_mode={self.fill_mode!r}")
 
     @property
     def active(self) -> bool:
@@ -65,7 +66,7 @@ def preprocess_batch(images, preprocessing: str):
     from keras_lightnets.imagenet import preprocess_input
 
     if preprocessing not in PREPROCESS_MODES:
-        raise ValueError(f"`preprocessing` must be one of {sorted(PREPROCESS_MODES)}; received {preprocessing!r}")
+        raise InputError(f"`preprocessing` must be one of {sorted(PREPROCESS_MODES)}; received {preprocessing!r}")
     return preprocess_input(images, mode=PREPROCESS_MODES[preprocessing])
 
 
@@ -109,7 +110,7 @@ def make_dataset(
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int; received batch_size={batch_size!r}")
+        raise InputError(f"`batch_size` must be a positive int; received batch_size={batch_size!r}")
     preprocess_batch(np.zeros((1, 1, 1, 3), np.float32), preprocessing)  # validates `preprocessing`
 
     if isinstance(data, ImageData):
