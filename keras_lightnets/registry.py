@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from keras_lightnets import _backend, features
+from keras_lightnets.errors import InputError
 
 PREPROCESSING = {
     "tf": "scale pixels from [0, 255] to [-1, 1] (preprocess_input, mode 'tf')",
@@ -88,11 +89,20 @@ def _ensure_families_loaded() -> None:
     from keras_lightnets import models  # noqa: F401  (registers every family)
 
 
+def _type_error(argument: str, expected: str, value: Any) -> TypeError:
+    return TypeError(f"`{argument}` must be {expected}; received {argument}={value!r} ({type(value).__name__})")
+
+
 def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
     """Sorted registered names matching the shell-style ``pattern``.
 
     With ``pretrained=True`` only variants with ImageNet weights are listed.
+    ``TypeError`` when ``pattern`` is not a string or ``pretrained`` not a bool.
     """
+    if not isinstance(pattern, str):
+        raise _type_error("pattern", "a shell-style pattern string such as 'mobilenet_v3*'", pattern)
+    if not isinstance(pretrained, bool):
+        raise _type_error("pretrained", "True or False", pretrained)
     _ensure_families_loaded()
     return sorted(
         name for name, config in _REGISTRY.items()
@@ -101,14 +111,20 @@ def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
 
 
 def model_config(name: str) -> ModelConfig:
-    """The ``ModelConfig`` of a registered variant."""
+    """The ``ModelConfig`` of a registered variant.
+
+    ``TypeError`` when ``name`` is not a string; ``errors.InputError`` (a
+    ``ValueError``) when no model of that name is registered.
+    """
+    if not isinstance(name, str):
+        raise _type_error("name", "a registered model name (a string; see list_models())", name)
     _ensure_families_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = fnmatch.filter(_REGISTRY, f"*{name.split('_')[0]}*") if isinstance(name, str) else []
+        close = fnmatch.filter(_REGISTRY, f"*{name.split('_')[0]}*") if name.split("_")[0] else []
         hint = f" Similar: {', '.join(sorted(close)[:8])}." if close else ""
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r}; see keras_lightnets.list_models() for the "
             f"{len(_REGISTRY)} registered names.{hint}"
         ) from None
@@ -126,9 +142,16 @@ def create_model(
     ``out_indices`` picks some of them by position (e.g. ``(2, 3, 4)`` for strides
     8, 16, 32). The model gets a ``feature_info`` list of
     ``{"stride", "channels", "layer"}`` dicts. ``flavour`` ("keras" or
-    "tf_keras") overrides the active Keras flavour.
+    "tf_keras") overrides the active Keras flavour. ``TypeError`` names an argument
+    of the wrong type; ``errors.InputError`` an unknown name or flavour.
     """
     config = model_config(name)
+    if not isinstance(features_only, bool):
+        raise _type_error("features_only", "True or False", features_only)
+    if flavour is not None and flavour not in _backend.FLAVOURS:
+        raise InputError(f"`flavour` must be None or one of {_backend.FLAVOURS}; received flavour={flavour!r}")
+    if out_indices is not None and (isinstance(out_indices, str | bytes) or not hasattr(out_indices, "__iter__")):
+        raise _type_error("out_indices", "None or a sequence of ints", out_indices)
     arguments = {**config.kwargs, **kwargs}
     if flavour is not None:
         with _backend.use_flavour(flavour):

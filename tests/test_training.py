@@ -332,19 +332,20 @@ def test_cli_parser_errors_exit_2():
 
     parser = _Parser(prog="lightnets train")
     train_cli.add_arguments(parser)
-    for argv in ([SMALL, "--epochs", "-1"], [SMALL, "--batch-size", "0"], [SMALL, "--strategy", "tpu"]):
+    for argv in ([SMALL, "--epochs", "-1"], [SMALL, "--batch-size", "0"], [SMALL, "--strategy", "tpu"],
+                 [SMALL, "--resume", "--overwrite"], [SMALL, "--lr", "inf"]):
         with pytest.raises(SystemExit) as info:
             parser.parse_args(argv)
         assert info.value.code == 2
 
 
-def test_cli_failure_exits_1_with_one_line(tmp_path, capsys):
+def test_cli_undecodable_data_is_bad_input_exit_2_with_one_line(tmp_path, capsys):
     for name in ("a", "b"):
         (tmp_path / "data" / name).mkdir(parents=True)
         (tmp_path / "data" / name / "x.png").write_bytes(b"not an image")
     code = _cli([SMALL, "--data", str(tmp_path / "data"), "--weights", "none", "--image-size", "32",
                  "--output", str(tmp_path / "run"), "--quiet"])
-    assert code == 1
+    assert code == 2  # the user's files: errors.InputError
     lines = capsys.readouterr().err.splitlines()
-    assert lines[-1].startswith("lightnets: error: ValueError:") and "could be decoded" in lines[-1]
+    assert lines[-1].startswith("lightnets: error: ") and str(tmp_path / "data") in lines[-1]
     assert all(line.startswith("lightnets: ") for line in lines)  # warnings are one line each too

@@ -3,7 +3,8 @@
 Each subcommand beyond ``list``/``info`` lives in its own module with
 ``add_arguments(parser)`` and ``run(args) -> int``.
 
-Exit codes: 0 success, 2 bad arguments, 1 failure; errors are one line on stderr.
+Exit codes: 0 success, 2 bad input (arguments, files, folders, numbers:
+``errors.InputError``), 1 a failure while working; errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def _cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lightnets`` parser with every subcommand (usage errors exit 2 with one line)."""
     parser = _Parser(prog="lightnets", description="Lightweight image classifiers for Keras.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = commands.add_parser("list", help="list registered models")
@@ -90,15 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lightnets`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:
         print("lightnets: interrupted", file=sys.stderr)
         return 1
-    except Exception as err:  # one line, not a traceback
-        print(f"lightnets: error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:  # one line, not a traceback; 2 for bad input, 1 for a failure while working
+        from keras_lightnets import errors
+
+        kind = "" if isinstance(err, errors.InputError) else f"{type(err).__name__}: "
+        print(f"lightnets: error: {kind}{errors.one_line(err)}", file=sys.stderr)
+        return errors.exit_code(err)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 Each turns the text of an option into a number or raises
 ``argparse.ArgumentTypeError`` with the rule and the received text, which
 argparse prints as the command's one-line usage error (exit code 2).
+Floats must be finite: ``inf`` and ``nan`` are refused by every float option.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def _number(text: str, kind: type, rule: str, ok) -> int | float:
@@ -31,10 +33,10 @@ def natural_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """A float > 0."""
-    return _number(text, float, "a positive number", lambda v: v > 0)
+    """A finite float > 0."""
+    return _number(text, float, "a finite positive number", lambda v: math.isfinite(v) and v > 0)
 
 
 def fraction(text: str) -> float:
-    """A float strictly between 0 and 1."""
-    return _number(text, float, "a fraction in (0, 1)", lambda v: 0.0 < v < 1.0)
+    """A float strictly between 0 and 1 (so finite)."""
+    return _number(text, float, "a fraction in (0, 1)", lambda v: math.isfinite(v) and 0.0 < v < 1.0)

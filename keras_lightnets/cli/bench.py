@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from keras_lightnets import bench
+from keras_lightnets import bench, errors
 from keras_lightnets.cli._args import positive_int
 
 PROG = "lightnets bench"
@@ -97,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _error("interrupted; no report written")
         return 1
-    except Exception as err:
-        _error(f"{type(err).__name__}: {err}")
-        return 1
+    except Exception as err:  # 2 for bad input (errors.InputError), 1 for a failure while working
+        _error(errors.one_line(err) if isinstance(err, errors.InputError) else f"{type(err).__name__}: {err}")
+        return errors.exit_code(err)
     print(bench.markdown_table(rows, label), end="", flush=True)
     for path in paths.values():
         say(f"wrote {path}")

@@ -10,6 +10,10 @@
 3. a table on stdout, ``DIR/report.json``
    (``{"variants": {name: {"accuracy", "size_bytes", "latency_ms", ...}}}``,
    accuracy a fraction) and ``DIR/report.png``.
+
+Re-running into the same ``--output`` replaces the previous demo (its trained
+model only once the new training has completed an epoch). Exit codes: 0, 2 bad
+input (``errors.InputError``), 1 a failure while working; one line on stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import os
 import sys
 import time
 
-from keras_lightnets.cli._args import positive_int
+from keras_lightnets import errors
+from keras_lightnets.cli._args import natural_int, positive_int
 from keras_lightnets.variants import DEMO_VARIANTS, VARIANTS
 
 PROG = "lightnets demo"
@@ -31,12 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="mobilenet_v3_small_100", help="registered model to train")
     parser.add_argument("--image-size", type=positive_int, default=48,
                         help="digits are upscaled from 8x8 to this side (default 48)")
-    parser.add_argument("--epochs", type=int, default=10, help="phase 1 epochs (default 10)")
-    parser.add_argument("--fine-tune-epochs", type=int, default=5, help="phase 2 epochs (default 5)")
+    parser.add_argument("--epochs", type=natural_int, default=10, help="phase 1 epochs (default 10)")
+    parser.add_argument("--fine-tune-epochs", type=natural_int, default=5, help="phase 2 epochs (default 5)")
     parser.add_argument("--variants", default=",".join(DEMO_VARIANTS),
                         help=f"comma-separated variants ({', '.join(VARIANTS)}); default: {','.join(DEMO_VARIANTS)}")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads for latency (default 1)")
-    parser.add_argument("--runs", type=int, default=50, help="timed LiteRT runs per variant (default 50)")
+    parser.add_argument("--runs", type=natural_int, default=50, help="timed LiteRT runs per variant (default 50)")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
 
 
@@ -95,9 +100,10 @@ def demo(args) -> dict:
     started = time.perf_counter()
     os.makedirs(args.output, exist_ok=True)
     say(f"training {args.model} on the bundled digits at {args.image_size}x{args.image_size}")
-    trained = fine_tune(
+    trained = fine_tune(  # a demo re-run replaces its own previous training run
         args.model, "digits", weights="auto", image_size=args.image_size, epochs_frozen=args.epochs,
         epochs_unfrozen=args.fine_tune_epochs, output_dir=os.path.join(args.output, "train"), quiet=args.quiet,
+        overwrite=True,
     )
     say(f"best validation accuracy {trained.best_val_accuracy:.4f} (epoch {trained.best_epoch}); "
         f"starting weights: {trained.weights or 'none (from scratch)'}")
@@ -130,20 +136,42 @@ def demo(args) -> dict:
     return report
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightnets demo`` with parsed ``args``; returns the exit code."""
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """Why ``args`` are unusable (checked before TensorFlow is imported), or None."""
     from keras_lightnets import list_models
+    from keras_lightnets.training.fine_tune import check_output_dir
+    from keras_lightnets.variants import check_variant_names
 
     if args.model not in list_models():
-        print(f"{PROG}: error: unknown model {args.model!r}; see `lightnets list`", file=sys.stderr)
-        return 2
+        return f"unknown model {args.model!r}; see `lightnets list`"
     if args.epochs < 0 or args.fine_tune_epochs < 0 or args.epochs + args.fine_tune_epochs < 1 or args.runs < 0:
-        print(f"{PROG}: error: --epochs/--fine-tune-epochs must be >= 0 (at least one epoch in all) "
-              "and --runs >= 0", file=sys.stderr)
-        return 2
+        return "--epochs/--fine-tune-epochs must be >= 0 (at least one epoch in all) and --runs >= 0"
+    try:
+        check_variant_names([n.strip() for n in args.variants.split(",") if n.strip()])
+    except ValueError as err:
+        return f"--variants: {errors.one_line(err)}"
+    if os.path.lexists(args.output) and not os.path.isdir(args.output):
+        return f"--output {args.output!r} exists and is not a folder"
+    try:
+        check_output_dir(os.path.join(args.output, "train"), overwrite=True)
+    except errors.InputError as err:
+        return f"--output: {errors.one_line(err)}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightnets demo`` with parsed ``args``; returns the exit code (0, 2 bad input, 1 failure)."""
+    reason = _argument_error(args)
+    if reason:
+        print(f"lightnets: error: {reason}", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
     try:
         demo(args)
-    except ValueError as err:
-        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return errors.EXIT_FAILURE
+    except Exception as err:  # one line, not a traceback
+        kind = "" if isinstance(err, errors.InputError) else f"{type(err).__name__}: "
+        print(f"lightnets: error: {kind}{errors.one_line(err)}", file=sys.stderr)
+        return errors.exit_code(err)
     return 0

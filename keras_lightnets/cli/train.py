@@ -1,9 +1,12 @@
 """``lightnets train NAME --data SRC ...``: transfer learning of a registry model.
 
 Writes ``best.keras``, ``history.csv``, ``history.png`` and ``checkpoints/`` to
-``--output``. Exit codes: 0 success, 2 bad arguments, 1 failure, each failure
-with one line on stderr (``lightnets: error: ...``). Runs standalone as
-``python -m keras_lightnets.cli.train NAME ...`` too.
+``--output``; a folder holding a previous run is refused unless ``--resume`` or
+``--overwrite``. Exit codes: 0 success, 2 bad input (arguments, data, weights or
+output folder: ``errors.InputError``), 1 failure while working (including a loss
+that became inf/NaN), each with one line on stderr (``lightnets: error: ...``).
+Arguments, the data folder's layout and the output folder are checked before
+TensorFlow is imported. Runs standalone as ``python -m keras_lightnets.cli.train NAME ...`` too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from keras_lightnets import errors
 from keras_lightnets.cli._args import natural_int, positive_float, positive_int
 
 WEIGHTS_HELP = (
@@ -50,8 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tf.distribute strategy; multiworker reads $TF_CONFIG (default auto)")
     parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
                         help="float16 compute; auto = on GPUs with compute capability >= 7.0 only")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue after the last complete epoch checkpointed in --output")
+    previous = parser.add_mutually_exclusive_group()
+    previous.add_argument("--resume", action="store_true",
+                          help="continue after the last complete epoch checkpointed in --output")
+    previous.add_argument("--overwrite", action="store_true",
+                          help="replace a previous run in --output (its files are removed once the new run has "
+                               "completed its first epoch); without it such a folder is refused")
     parser.add_argument("--output", default="lightnets-train", metavar="DIR",
                         help="folder for best.keras, history.csv/png and checkpoints/ (default lightnets-train)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -60,16 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _argument_error(args) -> str | None:
     """The reason ``args`` are unusable, checked without TensorFlow; None when they are fine."""
     from keras_lightnets import model_config
-    from keras_lightnets.data.sources import SOURCE_FORMS, source_kind
+    from keras_lightnets.data.sources import SOURCE_FORMS, list_folder, source_kind
+    from keras_lightnets.training.fine_tune import check_output_dir
 
     try:
         config = model_config(args.name)
     except ValueError as err:
         return str(err)
     try:
-        source_kind(args.data)
+        kind = source_kind(args.data)
     except ValueError:
         return f"--data must be {SOURCE_FORMS}; received {args.data!r}"
+    if kind == "folder":
+        try:
+            list_folder(args.data)  # class subfolders with images: the layout, before TensorFlow
+        except (ValueError, OSError) as err:
+            return f"--data: {errors.one_line(err)}"
     if args.weights not in ("imagenet", "auto", "none") and not os.path.isfile(args.weights):
         return f"--weights must be imagenet, auto, none or an existing weights file; received {args.weights!r}"
     if args.weights == "imagenet" and "imagenet" not in config.weights:
@@ -78,6 +92,11 @@ def _argument_error(args) -> str | None:
         return f"--image-size must be at least 32; received {args.image_size}"
     if args.epochs + args.fine_tune_epochs < 1:
         return "--epochs plus --fine-tune-epochs must be at least 1"
+    if args.strategy != "multiworker":  # there only the chief checks (fine_tune), once it knows it is the chief
+        try:
+            check_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+        except errors.InputError as err:
+            return f"--output: {errors.one_line(err)}"
     return None
 
 
@@ -103,20 +122,22 @@ def run(args: argparse.Namespace) -> int:
                 args.name, args.data, weights=weights, image_size=args.image_size, epochs_frozen=args.epochs,
                 epochs_unfrozen=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
                 learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr, batch_size=args.batch_size,
-                output_dir=args.output, strategy=args.strategy, resume=args.resume, seed=args.seed,
+                output_dir=args.output, strategy=args.strategy, resume=args.resume, overwrite=args.overwrite,
+                seed=args.seed,
                 mixed_precision={"auto": "auto", "on": True, "off": False}[args.mixed_precision],
                 quiet=args.quiet, limit=args.limit, data_dir=args.data_dir,
             )
     except KeyboardInterrupt:
         print("lightnets: interrupted (completed epochs are checkpointed; continue with --resume)", file=sys.stderr)
         return 1
-    except Exception as err:  # one line, not a traceback
-        message = " ".join(str(err).split()) or type(err).__name__
+    except Exception as err:  # one line, not a traceback; 2 for bad input, 1 for a failure while working
+        message = errors.one_line(err)
         hint = ""
         if weights == "imagenet" and isinstance(err, OSError) and "download" in message:
             hint = " (offline? use --weights auto or none)"
-        print(f"lightnets: error: {type(err).__name__}: {message}{hint}", file=sys.stderr)
-        return 1
+        kind = "" if isinstance(err, errors.InputError) else f"{type(err).__name__}: "
+        print(f"lightnets: error: {kind}{message}{hint}", file=sys.stderr)
+        return errors.exit_code(err)
     if not args.quiet and result.is_chief:
         print(f"best validation accuracy {result.best_val_accuracy:.4f} (epoch {result.best_epoch} of "
               f"{result.epochs}); model: {result.best_path}")

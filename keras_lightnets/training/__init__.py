@@ -9,10 +9,17 @@ a frozen base, then the top blocks (``blocks``), with checkpoints, resume and
 from __future__ import annotations
 
 from keras_lightnets.training.blocks import block_groups, block_key, freeze_base, unfreeze_top_blocks
-from keras_lightnets.training.fine_tune import HEAD_LAYERS, FineTuneResult, build_classifier, fine_tune
+from keras_lightnets.training.fine_tune import (
+    HEAD_LAYERS,
+    FineTuneResult,
+    TrainingDivergedError,
+    build_classifier,
+    fine_tune,
+)
 from keras_lightnets.training.strategy import StrategyInfo, make_strategy, mixed_precision_helps
 
 __all__ = [
-    "HEAD_LAYERS", "FineTuneResult", "StrategyInfo", "block_groups", "block_key", "build_classifier", "fine_tune",
+    "HEAD_LAYERS", "FineTuneResult", "StrategyInfo", "TrainingDivergedError",
+    "block_groups", "block_key", "build_classifier", "fine_tune",
     "freeze_base", "make_strategy", "mixed_precision_helps", "unfreeze_top_blocks",
 ]

@@ -20,13 +20,23 @@ After every epoch, atomically: ``checkpoints/epoch-NNN.keras`` (model and optimi
 state) then ``checkpoints/state.json`` (epoch, phase, history, best score) naming
 it, ``best.keras`` when validation accuracy improved, and ``history.csv``; at the
 end ``history.png``. ``resume=True`` continues after the last complete epoch.
+
+A trained model is never lost: a folder that holds a previous run is refused
+unless ``resume=True`` or ``overwrite=True``; with ``overwrite`` the old run's
+files stay until the new run has completed its first epoch (a new run that fails
+before that leaves them intact). The output folder is checked for writability
+before any data is loaded. An epoch whose loss (or weights) became inf/NaN stops
+the run with ``TrainingDivergedError`` before anything of it is written, so
+``best.keras`` and the resumable checkpoint stay those of the last good epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -34,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keras_lightnets.errors import InputError, one_line
 from keras_lightnets.training import outputs
 from keras_lightnets.training.blocks import freeze_base, is_batch_norm, unfreeze_top_blocks
 from keras_lightnets.training.distributed import fit_distributed
@@ -51,6 +62,16 @@ PHASE_NAMES = {  # (pretrained, phase) -> the "phase" column of history.csv
     (True, 1): "frozen_base", (True, 2): "top_blocks", (False, 1): "scratch", (False, 2): "scratch_low_lr",
 }
 PRECISE_BN_BATCHES = 8
+RUN_FILES = (BEST, HISTORY_CSV, HISTORY_PNG, CHECKPOINTS)  # what makes a folder hold a previous run
+_CHECKPOINT_NAME = re.compile(r"epoch-\d{3,}\.keras")
+_STATE_TYPES = {"version": int, "epoch": int, "phase": int, "checkpoint": str, "best_val_accuracy": (int, float),
+                "best_epoch": int, "history": list, "config": dict}
+_CONFIG_TYPES = {"model": str, "image_size": int, "class_names": list}
+REPLACE_HINT = "--overwrite (overwrite=True)"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became inf/NaN; the run stopped before recording that epoch."""
 
 
 @dataclass
@@ -112,7 +133,14 @@ def _build_base(model_name: str, weights, input_tensor):
                 return create_model(model_name, weights="imagenet", **kwargs), "imagenet"
         except _NotCachedError:
             return create_model(model_name, weights=None, **kwargs), None
-    return create_model(model_name, weights=weights, **kwargs), weights
+    if weights is None or weights == "imagenet":
+        return create_model(model_name, weights=weights, **kwargs), weights
+    try:
+        return create_model(model_name, weights=weights, **kwargs), weights
+    except InputError:
+        raise
+    except ValueError as err:  # the loaders' complaints about the user's weights file
+        raise InputError(one_line(err)) from err
 
 
 def build_classifier(model_name: str, num_classes: int, *, image_size: int, weights="imagenet",
@@ -147,39 +175,169 @@ def build_classifier(model_name: str, num_classes: int, *, image_size: int, weig
 
 def _check_int(name: str, value, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}")
+        raise InputError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_arguments(model_name, weights, image_size, epochs_frozen, epochs_unfrozen, unfreeze_blocks,
-                     learning_rate, fine_tune_learning_rate, batch_size, dropout, limit) -> int:
+                     learning_rate, fine_tune_learning_rate, batch_size, dropout, limit, resume, overwrite) -> int:
     from keras_lightnets import model_config
 
     config = model_config(model_name)
     if weights not in WEIGHT_CHOICES and not (isinstance(weights, str | os.PathLike) and os.path.isfile(weights)):
-        raise ValueError(
+        raise InputError(
             f"`weights` must be 'imagenet', 'auto', None or the path of a weights file; received weights={weights!r}"
         )
     if weights == "imagenet" and "imagenet" not in config.weights:
-        raise ValueError(f"model {model_name!r} has no ImageNet weights; use weights=None ('none') or 'auto'")
+        raise InputError(f"model {model_name!r} has no ImageNet weights; use weights=None ('none') or 'auto'")
     size = config.input_size if image_size is None else image_size
     _check_int("image_size", size, 32)
     _check_int("epochs_frozen", epochs_frozen, 0)
     _check_int("epochs_unfrozen", epochs_unfrozen, 0)
     if epochs_frozen + epochs_unfrozen < 1:
-        raise ValueError("at least one epoch is needed: epochs_frozen + epochs_unfrozen >= 1")
+        raise InputError("at least one epoch is needed: epochs_frozen + epochs_unfrozen >= 1")
     _check_int("unfreeze_blocks", unfreeze_blocks, 0)
     _check_int("batch_size", batch_size, 1)
     if limit is not None:
         _check_int("limit", limit, 1)
     for name, value in (("learning_rate", learning_rate), ("fine_tune_learning_rate", fine_tune_learning_rate)):
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or not value > 0):
-            raise ValueError(f"`{name}` must be a positive number; received {name}={value!r}")
-    if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1); received dropout={dropout!r}")
+        if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+            raise InputError(f"`{name}` must be a finite positive number; received {name}={value!r}")
+    if not (_is_number(dropout) and 0.0 <= dropout < 1.0):
+        raise InputError(f"`dropout` must be a number in [0, 1); received dropout={dropout!r}")
+    for name, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise InputError(f"`{name}` must be True or False; received {name}={value!r}")
+    if resume and overwrite:
+        raise InputError("`resume` and `overwrite` exclude each other: continue the run or replace it, not both")
     return size
 
 
+def previous_run_files(folder: str | os.PathLike) -> list[str]:
+    """The names of a previous run's outputs (``RUN_FILES``) present in ``folder``."""
+    return [name for name in RUN_FILES if os.path.lexists(os.path.join(folder, name))]
+
+
+def _state_problem(state) -> str | None:
+    """What is wrong with a parsed ``state.json`` (None when it is usable)."""
+    if not isinstance(state, dict):
+        return "it is not a JSON object"
+    for key, kind in _STATE_TYPES.items():
+        if key not in state:
+            return f"the key {key!r} is missing"
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"{key!r} must be {getattr(kind, '__name__', 'a number')}; it is {value!r:.60}"
+    if state["version"] != STATE_VERSION:
+        return f"version {state['version']} is not {STATE_VERSION}"
+    epoch = state["epoch"]
+    if epoch < 1:
+        return f"'epoch' must be >= 1; it is {epoch}"
+    if state["phase"] not in (1, 2):
+        return f"'phase' must be 1 or 2; it is {state['phase']}"
+    if not _CHECKPOINT_NAME.fullmatch(state["checkpoint"]):
+        name = state["checkpoint"]
+        return f"'checkpoint' must be a file name epoch-NNN.keras inside checkpoints/; it is {name!r:.80}"
+    if math.isnan(state["best_val_accuracy"]) or not 0 <= state["best_epoch"] <= epoch:
+        return "'best_val_accuracy' must be a number and 'best_epoch' in 0..'epoch'"
+    for row in state["history"]:
+        if not isinstance(row, dict) or any(c not in row for c in outputs.HISTORY_COLUMNS):
+            return f"every 'history' row must hold {list(outputs.HISTORY_COLUMNS)}"
+        numbers = [row[c] for c in outputs.HISTORY_COLUMNS if c not in ("epoch", "phase")]
+        if (isinstance(row["epoch"], bool) or not isinstance(row["epoch"], int) or row["epoch"] < 1
+                or not isinstance(row["phase"], str) or not all(_is_number(v) for v in numbers)):
+            return f"a 'history' row has a wrong type: {row!r:.80}"
+    config = state["config"]
+    for key, kind in _CONFIG_TYPES.items():
+        if isinstance(config.get(key), bool) or not isinstance(config.get(key), kind):
+            return f"config {key!r} must be {kind.__name__}"
+    if not all(isinstance(c, str) for c in config["class_names"]):
+        return "config 'class_names' must be strings"
+    if not isinstance(config.get("weights"), str | None):
+        return "config 'weights' must be a string or null"
+    return None
+
+
+def read_run_state(folder: str | os.PathLike) -> dict | None:
+    """The validated ``checkpoints/state.json`` of the run in ``folder`` (None when there is none).
+
+    ``InputError`` (one line naming the file) when it is unreadable or malformed
+    (not JSON, a missing key, a wrong type, a negative epoch, a checkpoint name
+    that is not a plain ``epoch-NNN.keras`` in ``checkpoints/``) or when the
+    checkpoint it names does not exist.
+    """
+    checkpoints = Path(folder) / CHECKPOINTS
+    path = checkpoints / STATE
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, encoding="utf8") as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise InputError(f"cannot resume: {path} is unreadable ({one_line(err)}); repair it or replace the run "
+                         f"with {REPLACE_HINT}") from None
+    problem = _state_problem(state)
+    if problem:
+        raise InputError(f"cannot resume: {path} is malformed ({problem}); repair it or replace the run "
+                         f"with {REPLACE_HINT}")
+    checkpoint = checkpoints / state["checkpoint"]
+    if not checkpoint.is_file():
+        raise InputError(f"cannot resume: the checkpoint {checkpoint} named by {path} does not exist; restore it "
+                         f"or replace the run with {REPLACE_HINT}")
+    return state
+
+
+def check_output_dir(output_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Check ``output_dir`` before a run starts (no TensorFlow; nothing is left changed).
+
+    ``InputError`` (one line) when it is not a folder, cannot be created or written
+    (the missing folders and a probe file are created, then removed again), holds
+    a previous run (``RUN_FILES``) while neither ``resume`` nor ``overwrite`` is
+    set, or (with ``resume``) has a malformed ``state.json`` or one naming a
+    missing checkpoint.
+    """
+    folder = Path(output_dir)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} exists and is not a folder")
+    if folder.is_dir():
+        found = previous_run_files(folder)
+        if found and not (resume or overwrite):
+            raise InputError(
+                f"output folder {str(folder)!r} holds a previous run ({', '.join(found)}); continue it with "
+                f"--resume (resume=True), replace it with {REPLACE_HINT}, or choose another folder"
+            )
+        if resume:
+            read_run_state(folder)
+    created = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = outputs.temp_file_beside(folder / "write-probe", ".probe")
+            os.close(fd)
+            os.remove(probe)
+        finally:
+            for path in created:  # deepest first
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"output folder {str(folder)!r} cannot be written: {reason}") from None
+
+
 def _load_data(data, size: int, limit, seed: int, data_dir, say, progress: bool):
+    """``(train, validation, kind)``; the source's complaints about ``data`` are ``InputError``s."""
+    try:
+        return _read_data(data, size, limit, seed, data_dir, say, progress)
+    except InputError:
+        raise
+    except ValueError as err:  # the data source names what is wrong with the user's data
+        raise InputError(one_line(err)) from err
+
+
+def _read_data(data, size: int, limit, seed: int, data_dir, say, progress: bool):
     from keras_lightnets.data.sources import ImageData, StreamData, load_images, source_kind
 
     if isinstance(data, tuple | list) and len(data) == 2:
@@ -209,33 +367,40 @@ def _count(part) -> int:
 class _Run:
     """Mutable bookkeeping of one training run (history, best score, where files go)."""
 
-    def __init__(self, work_dir: Path, config: dict, resume_dir: Path):
+    def __init__(self, work_dir: Path, config: dict, replacing: bool = False):
         self.work_dir = work_dir
-        self.resume_dir = resume_dir  # where checkpoints are read: the output folder, for every worker
         self.config = config
         self.history: list[dict] = []
         self.best = -math.inf
         self.best_epoch = 0
+        self.replacing = replacing  # a previous run's files are here: removed when the first epoch is recorded
 
     @property
     def checkpoints(self) -> Path:
         return self.work_dir / CHECKPOINTS
 
-    def read_state(self) -> dict | None:
-        import json
-
-        path = self.resume_dir / CHECKPOINTS / STATE
-        if not path.is_file():
-            return None
-        with open(path, encoding="utf8") as f:
-            state = json.load(f)
-        if not (self.resume_dir / CHECKPOINTS / state["checkpoint"]).is_file():
-            return None
-        return state
+    def _remove_previous_run(self) -> None:
+        """Remove the replaced run's files; ``state.json`` first, so it can never be resumed with
+        the new run's files, and ``best.keras`` last of all: the caller replaces it atomically."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.checkpoints / STATE).unlink()
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        for name in (HISTORY_CSV, HISTORY_PNG):
+            with contextlib.suppress(FileNotFoundError):
+                (self.work_dir / name).unlink()
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.replacing = False
 
     def record(self, model, row: dict, phase: int) -> None:
-        """After an epoch: best model, checkpoint, state, history.csv -- each written atomically."""
+        """After an epoch: best model, checkpoint, state, history.csv -- each written atomically.
+
+        ``TrainingDivergedError`` (nothing written) when the epoch's losses or the
+        model's weights are not finite.
+        """
+        _check_finite(model, row)
         epoch = row["epoch"]
+        if self.replacing:
+            self._remove_previous_run()
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
         if row["val_accuracy"] > self.best:
             self.best, self.best_epoch = row["val_accuracy"], epoch
@@ -251,6 +416,53 @@ class _Run:
             if old.name != name:
                 old.unlink()
         outputs.write_history_csv(self.work_dir / HISTORY_CSV, self.history)
+
+
+def _diverged(what: str, epoch: int, learning_rate: float | None) -> TrainingDivergedError:
+    rate = "" if learning_rate is None else f" at learning rate {learning_rate:g}"
+    return TrainingDivergedError(
+        f"training diverged: {what} became inf/NaN in epoch {epoch}{rate}; that epoch was not recorded (best.keras "
+        "and the last checkpoint are from earlier epochs); lower the learning rate (--lr, --fine-tune-lr)"
+    )
+
+
+def _learning_rate(model) -> float | None:
+    import keras
+
+    try:
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _check_finite(model, row: dict) -> None:
+    """``TrainingDivergedError`` when a loss of ``row`` or any weight of ``model`` is inf/NaN."""
+    import numpy as np
+
+    for key in ("loss", "val_loss"):
+        if not math.isfinite(row[key]):
+            raise _diverged(f"the {key.replace('_', ' ').replace('val', 'validation')}", row["epoch"],
+                            row.get("learning_rate"))
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise _diverged("a weight", row["epoch"], row.get("learning_rate"))
+
+
+def _stop_on_non_finite_loss():
+    """Callback: stop ``fit`` at the first batch whose running loss is inf/NaN (nothing recorded)."""
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise _diverged("the training loss", self.epoch, _learning_rate(self.model))
+
+    return StopOnNonFiniteLoss()
 
 
 def _record_epoch(run: _Run, model, phase: int, phase_name: str, epoch: int, logs: dict) -> None:
@@ -340,13 +552,6 @@ def _check_workers_agree(strategy, epoch: int) -> None:
         )
 
 
-def _clear_previous_run(work_dir: Path) -> None:
-    for name in (BEST, HISTORY_CSV, HISTORY_PNG):
-        with contextlib.suppress(FileNotFoundError):
-            (work_dir / name).unlink()
-    shutil.rmtree(work_dir / CHECKPOINTS, ignore_errors=True)
-
-
 def fine_tune(
     model_name: str,
     data: Any = "digits",
@@ -362,6 +567,7 @@ def fine_tune(
     output_dir: str | os.PathLike = "lightnets-train",
     strategy: Any = "auto",
     resume: bool = False,
+    overwrite: bool = False,
     seed: int = 0,
     mixed_precision: str | bool = "auto",
     quiet: bool = False,
@@ -384,6 +590,11 @@ def fine_tune(
     first, before any other TensorFlow op. Only the chief writes ``output_dir``
     (other workers write to a temporary folder, then delete it); with ``resume``
     every worker reads the checkpoint from ``output_dir`` (a shared folder).
+    An ``output_dir`` holding a previous run is refused (``InputError``) unless
+    ``resume`` (continue it; a malformed ``state.json`` or a missing checkpoint is
+    refused too) or ``overwrite`` (replace it: its files are removed only once the
+    new run has recorded its first epoch). A loss or weight that becomes inf/NaN
+    raises ``TrainingDivergedError`` without recording that epoch.
     ``mixed_precision``: "auto" = float16 compute on GPUs of compute capability
     7.0 or more, never on CPU. ``augmentation``: "default" (per source, see
     ``data.pipeline.default_augmentation``), None, or a ``pipeline.Augmentation``.
@@ -391,8 +602,12 @@ def fine_tune(
     from keras_lightnets.data import pipeline
 
     size = _check_arguments(model_name, weights, image_size, epochs_frozen, epochs_unfrozen, unfreeze_blocks,
-                            learning_rate, fine_tune_learning_rate, batch_size, dropout, limit)
+                            learning_rate, fine_tune_learning_rate, batch_size, dropout, limit, resume, overwrite)
     info = make_strategy(strategy)  # before any other TF op (multi-worker collectives)
+    output_dir = Path(output_dir)
+    if info.is_chief:  # before loading data or building anything: refusals cost nothing
+        check_output_dir(output_dir, resume=resume, overwrite=overwrite)
+    state = read_run_state(output_dir) if resume else None  # every worker reads the chief's (shared) folder
 
     import keras
 
@@ -419,27 +634,26 @@ def fine_tune(
     steps = {"steps_per_epoch": math.ceil(_count(train) / global_batch),
              "validation_steps": math.ceil(_count(validation) / global_batch)} if multi else {}
 
-    output_dir = Path(output_dir)
     work_dir = output_dir if info.is_chief else Path(tempfile.mkdtemp(prefix="lightnets-worker-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     outputs.remove_stale_temporaries(work_dir)
     run_config = {"model": model_name, "image_size": size, "class_names": class_names}
-    run = _Run(work_dir, run_config, resume_dir=output_dir)
-    state = run.read_state() if resume else None
+    run = _Run(work_dir, run_config, replacing=state is None and bool(previous_run_files(work_dir)))
     if multi:
         _check_workers_agree(info.strategy, state["epoch"] if state else 0)
     if state is not None:
         differs = {k: (state["config"].get(k), v) for k, v in run_config.items() if state["config"].get(k) != v}
         if differs:
-            raise ValueError(f"cannot resume from {run.checkpoints}: the run differs in {differs} (saved, now)")
+            raise InputError(f"cannot resume from {output_dir / CHECKPOINTS}: the run differs in {differs} (saved, "
+                             f"now); replace it with {REPLACE_HINT} or choose another folder")
         run.history = [r for r in state["history"] if r["epoch"] <= state["epoch"]]
         run.best, run.best_epoch = state["best_val_accuracy"], state["best_epoch"]
         say(f"resuming after epoch {state['epoch']} (phase {state['phase']}) from "
             f"{output_dir / CHECKPOINTS / state['checkpoint']}")
-    else:
-        if resume:
-            say(f"no checkpoint in {run.checkpoints}; starting from epoch 1")
-        _clear_previous_run(work_dir)
+    elif resume:
+        say(f"no checkpoint in {run.checkpoints}; starting from epoch 1")
+    if run.replacing:
+        say(f"replacing the previous run in {work_dir} once epoch 1 is complete")
 
     total = epochs_frozen + epochs_unfrozen
     verbose = 0 if quiet or not info.is_chief else 1
@@ -454,8 +668,13 @@ def fine_tune(
             if state is not None:
                 from keras_lightnets.layers import custom_objects
 
-                model = keras.saving.load_model(output_dir / CHECKPOINTS / state["checkpoint"], compile=True,
-                                                custom_objects=custom_objects("keras"))
+                checkpoint = output_dir / CHECKPOINTS / state["checkpoint"]
+                try:  # safe_mode: a checkpoint never runs code stored in it
+                    model = keras.saving.load_model(checkpoint, compile=True, safe_mode=True,
+                                                    custom_objects=custom_objects("keras"))
+                except (ValueError, TypeError, OSError, KeyError) as err:
+                    raise InputError(f"cannot resume: the checkpoint {checkpoint} cannot be loaded "
+                                     f"({one_line(err)[:300]}); replace the run with {REPLACE_HINT}") from None
                 start, phase = state["epoch"], state["phase"]
                 used_weights = state["config"].get("weights")
             else:
@@ -466,7 +685,7 @@ def fine_tune(
             run.config["weights"] = None if used_weights is None else os.fspath(used_weights)
             if not pretrained and weights is not None and state is None:
                 say(f"ImageNet weights of {model_name} are not available offline: training from scratch")
-            callbacks = []
+            callbacks = [_stop_on_non_finite_loss()]
             if not pretrained and replicas == 1:
                 callbacks.append(_precise_batch_norm(datasets["train"]))
             def train(first: int, last: int, phase_: int) -> None:
