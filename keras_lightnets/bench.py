@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keras_lightnets.errors import InputError
 from keras_lightnets.export.delegation import format_op_counts
 from keras_lightnets.export.tflite import QUANTIZATION_MODES
 from keras_lightnets.training.outputs import atomic_path, write_text
@@ -157,26 +158,26 @@ def latency_ratios(ours: Measurements, twin: Measurements | None) -> dict[str, f
 
 def resolve_names(names: Iterable[str]) -> list[str]:
     """Registry names for ``names`` (names or shell patterns such as ``"mobilenet_v3*"``), in
-    order and without duplicates; ``ValueError`` naming ``keras_lightnets.list_models()`` for an
+    order and without duplicates; ``InputError`` naming ``keras_lightnets.list_models()`` for an
     unknown name or a pattern that matches nothing."""
     from keras_lightnets.registry import list_models, model_config
 
     resolved: list[str] = []
     for entry in names:
         if not isinstance(entry, str) or not entry:
-            raise ValueError(f"model names must be non-empty strings; received {entry!r}")
+            raise InputError(f"model names must be non-empty strings; received {entry!r}")
         if any(c in entry for c in _GLOB_CHARS):
             matched = list_models(entry)
             if not matched:
-                raise ValueError(
+                raise InputError(
                     f"no registered model matches {entry!r}; see keras_lightnets.list_models() (`lightnets list`)"
                 )
         else:
-            model_config(entry)  # ValueError naming list_models() for an unknown name
+            model_config(entry)  # InputError naming list_models() for an unknown name
             matched = [entry]
         resolved.extend(n for n in matched if n not in resolved)
     if not resolved:
-        raise ValueError("no model to benchmark; give registry names or patterns (see keras_lightnets.list_models())")
+        raise InputError("no model to benchmark; give registry names or patterns (see keras_lightnets.list_models())")
     return resolved
 
 
@@ -613,13 +614,40 @@ def _plot_mode(rows: Sequence[BenchRow]) -> str | None:
     return "int8" if "int8" in modes else (modes[0] if modes else None)
 
 
+def _sizes_text(sizes: Iterable[int]) -> str:
+    """``"224 px"`` or ``"160/224 px"``: the input sides of a set of rows."""
+    unique = sorted(set(sizes))
+    return f"{'/'.join(map(str, unique))} px" if unique else "?"
+
+
+def _paper_sizes(rows: Sequence[BenchRow]) -> str:
+    """The input size(s) at which the papers measured the rows' top-1 (the registry's input size)."""
+    from keras_lightnets.registry import model_config
+
+    sizes = []
+    for r in rows:
+        try:
+            sizes.append(model_config(r.name).input_size)
+        except ValueError:  # a row read back from an older report, its model no longer registered
+            continue
+    return _sizes_text(sizes)
+
+
 def write_plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> None:
-    """Write a two-panel PNG to ``path`` atomically (matplotlib, Agg canvas).
+    """``plot_figure(rows)`` as a PNG at ``path``, written atomically (matplotlib, Agg canvas)."""
+    figure = plot_figure(rows)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+
+
+def plot_figure(rows: Sequence[BenchRow]):
+    """The two-panel matplotlib ``Figure`` of ``write_plot``.
 
     Left: LiteRT int8 latency (ms, x) vs paper top-1 (%, y), one labelled point per model
     with a known top-1; twins as open markers joined to their model. Right: int8 file
-    size (MB, y) vs int8 latency (ms, x), labelled. Falls back to the first measured
-    quantization when int8 was not measured; a panel without data says so.
+    size (MB, y) vs int8 latency (ms, x), labelled. The axes say at which input size the
+    latency was measured and at which the papers measured top-1 (224 px). Falls back to
+    the first measured quantization when int8 was not measured; a panel without data says so.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -642,22 +670,23 @@ def write_plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> None:
         left.scatter([], [], color="tab:blue", label="keras_lightnets")
         left.scatter([], [], facecolors="none", edgecolors="tab:orange", label="keras.applications twin")
         left.legend(loc="lower right", fontsize=8)
-    left.set(xlabel=f"LiteRT {label} latency (ms, batch 1)", ylabel="paper ImageNet top-1 (%)",
-             title=f"LiteRT {label} latency vs top-1")
+    measured_at = _sizes_text(r.input_size for r in rows)
+    left.set(xlabel=f"LiteRT {label} latency (ms, batch 1, {measured_at} input)",
+             ylabel=f"paper ImageNet top-1 (%, at {_paper_sizes(accuracy or rows)})",
+             title=f"LiteRT {label} latency at {measured_at} vs paper top-1 at {_paper_sizes(accuracy or rows)}")
     sized = [r for r in rows if mode and mode in r.ours.litert_ms and mode in r.ours.litert_bytes]
     for r in sized:
         x, y = r.ours.litert_ms[mode], r.ours.litert_bytes[mode] / 1e6
         right.scatter([x], [y], color="tab:green", zorder=3)
         right.annotate(r.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    right.set(xlabel=f"LiteRT {label} latency (ms, batch 1)", ylabel=f"{label} .tflite size (MB)",
-              title=f"{label} size vs latency")
+    right.set(xlabel=f"LiteRT {label} latency (ms, batch 1, {measured_at} input)",
+              ylabel=f"{label} .tflite size (MB)", title=f"{label} size vs latency at {measured_at}")
     for axes, points in ((left, accuracy), (right, sized)):
         axes.grid(True, alpha=0.3)
         axes.margins(x=0.2, y=0.08)  # room for the labels of the outermost points
         if not points:
             axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    return figure
 
 
 def write_report(

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from keras_lightnets.errors import InputError
+
 
 @dataclass(frozen=True)
 class VariantSpec:
@@ -105,10 +107,10 @@ class VariantResult:
 
 
 def check_variant_names(names: Sequence[str]) -> list[str]:
-    """``names`` if every one is in ``VARIANTS`` (else ``ValueError`` listing them)."""
+    """``names`` if every one is in ``VARIANTS`` (else ``InputError`` listing them)."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
-        raise ValueError(f"`variants` must be a non-empty list of {', '.join(VARIANTS)}; received {list(names)!r}")
+        raise InputError(f"`variants` must be a non-empty list of {', '.join(VARIANTS)}; received {list(names)!r}")
     return list(names)
 
 
@@ -127,19 +129,25 @@ def freeze_batch_norm(model) -> None:
             inner.trainable = False
 
 
-def _fit(model, images, labels, epochs: int, learning_rate: float, recipe: Recipe, callbacks=()) -> None:
+def _fit(model, images, labels, epochs: int, learning_rate: float, recipe: Recipe, callbacks=(),
+         verbose: int = 0) -> None:
     import tf_keras
 
     freeze_batch_norm(model)
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(images, labels, batch_size=recipe.batch_size, epochs=epochs, shuffle=True, verbose=0,
+    model.fit(images, labels, batch_size=recipe.batch_size, epochs=epochs, shuffle=True, verbose=verbose,
               callbacks=list(callbacks))
 
 
-def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarray, recipe: Recipe):
+def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarray, recipe: Recipe, *,
+                 verbose: int = 0, progress: Callable[[str], None] | None = None):
     """The model to convert for ``spec``: ``model`` itself, or a pruned and/or QAT copy trained
-    on ``images``/``labels`` with ``recipe`` (a tf_keras model)."""
+    on ``images``/``labels`` with ``recipe`` (a tf_keras model).
+
+    ``verbose``: tf_keras' ``fit`` verbosity of the fine-tunes (0 silent, 1 a progress bar,
+    2 one line per epoch; on stdout); ``progress``: told in one line when each fine-tune starts."""
+    say = progress or (lambda message: None)
     import tensorflow as tf
 
     from keras_lightnets import compression
@@ -151,13 +159,17 @@ def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarra
         ramp_end = max(1, steps * max(1, recipe.prune_epochs // 2))
         pruned = compression.prune(model, spec.sparsity, begin_step=0, end_step=ramp_end,
                                    frequency=max(1, steps // 4))
-        _fit(pruned, images, labels, max(recipe.prune_epochs, 1), recipe.learning_rate, recipe,
-             compression.pruning_callbacks())
+        epochs = max(recipe.prune_epochs, 1)
+        say(f"pruning fine-tune to {spec.sparsity:.0%} sparsity: {epochs} epoch(s) on {len(images)} images")
+        _fit(pruned, images, labels, epochs, recipe.learning_rate, recipe, compression.pruning_callbacks(),
+             verbose=verbose)
         current = compression.strip(pruned)
     if spec.qat:
         current = compression.quantize_aware(current)
         learning_rate = recipe.learning_rate if spec.sparsity else recipe.qat_learning_rate
-        _fit(current, images, labels, recipe.qat_epochs, learning_rate, recipe)
+        if recipe.qat_epochs:  # 0: the QAT model as annotated, ranges from its initial values
+            say(f"quantization-aware fine-tune: {recipe.qat_epochs} epoch(s) on {len(images)} images")
+            _fit(current, images, labels, recipe.qat_epochs, learning_rate, recipe, verbose=verbose)
     return current
 
 

@@ -70,3 +70,13 @@ def test_short_real_run_writes_table_json_and_plot(script, tmp_path, capsys):
     table = (tmp_path / "compression.md").read_text()
     assert "| shufflenet_v2_x0_5 | int8_ptq_per_tensor |" in table and "outside XNNPACK" in table
     assert (tmp_path / "compression.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_variant_names_are_checked_with_an_input_error():
+    from keras_lightnets.errors import InputError
+    from keras_lightnets.variants import VARIANTS, check_variant_names
+
+    assert check_variant_names(list(VARIANTS)[:2]) == list(VARIANTS)[:2]
+    for names in ([], ["float", "int4"]):
+        with pytest.raises(InputError, match="non-empty list of float"):
+            check_variant_names(names)
