@@ -2,7 +2,7 @@
 
 >>> from keras_lightnets import compression
 >>> pruned = compression.prune(model, target_sparsity=0.5)      # tf_keras, TFMOT wrappers
->>> pruned.fit(..., callbacks=compression.pruning_callbacks())
+>>> pruned.fit(..., callbacks=compression.pruning_callbacks())  # at the target from the first step
 >>> qat = compression.quantize_aware(compression.strip(pruned))  # keeps the zeros
 >>> qat.fit(...)
 
@@ -12,6 +12,7 @@ checked to give the same outputs. TFMOT is imported only when a function runs.
 
 from keras_lightnets.compression.prune import (
     LayerSparsity,
+    below_target,
     is_pruned,
     layer_filter,
     overall_sparsity,
@@ -22,10 +23,15 @@ from keras_lightnets.compression.prune import (
     unwrap,
 )
 from keras_lightnets.compression.qat import QuantizationError, quantize_aware, quantize_scope
-from keras_lightnets.compression.translate import TranslationError, assert_same_outputs, to_tf_keras
+from keras_lightnets.compression.translate import (
+    DroppedLayersWarning,
+    TranslationError,
+    assert_same_outputs,
+    to_tf_keras,
+)
 
 __all__ = [
-    "LayerSparsity", "QuantizationError", "TranslationError", "assert_same_outputs", "is_pruned", "layer_filter",
-    "overall_sparsity", "prune", "pruning_callbacks", "quantize_aware", "quantize_scope", "sparsity_report",
-    "strip", "to_tf_keras", "unwrap",
+    "DroppedLayersWarning", "LayerSparsity", "QuantizationError", "TranslationError", "assert_same_outputs",
+    "below_target", "is_pruned", "layer_filter", "overall_sparsity", "prune", "pruning_callbacks",
+    "quantize_aware", "quantize_scope", "sparsity_report", "strip", "to_tf_keras", "unwrap",
 ]

@@ -10,7 +10,8 @@ Two configs do all the work, because every layer involved is weightless:
   no convolution, as in NASNet, is frozen into a per-channel ``Rescale`` before
   QAT: see ``compression.qat``.)
 * ``PassThroughQuantizeConfig``: quantize nothing. For layers that only move
-  values (``ChannelSplit``, ``ChannelShuffle``): int8 in, the same int8 out.
+  values (``ChannelSplit``, ``ChannelShuffle``, Keras' ``CenterCrop``) or resample
+  them (Keras' ``Resizing``): int8 in, int8 out at the same scale.
 
 The package's layers declare their config themselves (``layer.quantize_config()``
 in ``keras_lightnets.layers``); ``config_for`` answers for any layer. This module
@@ -26,6 +27,9 @@ _quantizers = tfmot.quantization.keras.quantizers
 
 # Standard Keras layers TFMOT has no config for, and that get ``OutputQuantizeConfig`` here.
 STANDARD_LAYER_CONFIGS = ("Multiply", "Rescaling")
+# Standard Keras layers TFMOT has no config for that only resample or cut values (an int8 resize keeps
+# its input's scale): ``PassThroughQuantizeConfig``.
+STANDARD_PASS_THROUGH = ("Resizing", "CenterCrop")
 # A BatchNormalization right after one of these is folded into it by TFMOT's transforms.
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
@@ -120,4 +124,6 @@ def config_for(layer):
         return declared()
     if type(layer).__name__ in STANDARD_LAYER_CONFIGS:
         return OutputQuantizeConfig()
+    if type(layer).__name__ in STANDARD_PASS_THROUGH:
+        return PassThroughQuantizeConfig()
     return None

@@ -10,12 +10,14 @@ model, pruned, stripped, quantization-aware or plain, in either flavour.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from keras_lightnets.compression.translate import to_tf_keras
+from keras_lightnets.errors import InputError
 
 DEFAULT_PRUNED = ("Conv2D", "SeparableConv2D", "Dense")
 # The weight TFMOT prunes in each layer class (a SeparableConv2D's 1x1 part).
@@ -79,30 +81,38 @@ def prune(
 ):
     """A tf_keras copy of ``model`` whose chosen layers are pruned while it trains.
 
-    With ``end_step=None`` the sparsity is ``target_sparsity`` from ``begin_step`` on
-    (constant schedule); otherwise it ramps up polynomially from 0 at ``begin_step``
-    to ``target_sparsity`` at ``end_step``. Masks are updated every ``frequency``
-    training steps (an ``end_step`` between two updates moves up to the next one, so
-    the ramp ends on an update and reaches the target). ``layers`` chooses what to prune (see ``layer_filter``); by
-    default every Conv2D/Dense kernel and SeparableConv2D pointwise kernel. Each
-    layer ends with at least ``target_sparsity`` zeros (``layer_target``; TFMOT's
-    own rounding can leave an odd-sized kernel one weight short).
-    Train with ``callbacks=pruning_callbacks()``.
+    With ``end_step=None`` the sparsity is ``target_sparsity`` from the first training
+    step at or after ``begin_step`` on (constant schedule: the first mask is applied at
+    that step, then updated every ``frequency`` steps), so even a run of one step ends
+    at the target. Otherwise it ramps up polynomially from 0 at ``begin_step`` to
+    ``target_sparsity`` at ``end_step`` at the latest, with masks updated every
+    ``frequency`` steps (fewer than ``end_step - begin_step``: lowered to that; an
+    ``end_step`` between two updates moves down to the previous one, so the ramp ends
+    on an update and a run of ``end_step`` steps reaches the target). ``layers``
+    chooses what to prune (see ``layer_filter``); by default every Conv2D/Dense kernel
+    and SeparableConv2D pointwise kernel. Each layer ends with at least
+    ``target_sparsity`` zeros (``layer_target``; TFMOT's own rounding can leave an
+    odd-sized kernel one weight short). Train with ``callbacks=pruning_callbacks()``;
+    ``strip`` warns when a layer has not reached its target (a ramp longer than the run).
     """
     import tensorflow_model_optimization as tfmot
 
     _check_schedule(target_sparsity, begin_step, end_step, frequency)
     if end_step is not None:
         # TFMOT updates masks only every `frequency` steps and never after `end_step`: an
-        # end_step off that grid would stop the ramp short of the target.
-        end_step = begin_step + math.ceil((end_step - begin_step) / frequency) * frequency
+        # end_step off that grid would stop the ramp short of the target, and one past
+        # the end of a run of `end_step` steps would never be reached.
+        frequency = min(frequency, end_step - begin_step)
+        end_step = begin_step + (end_step - begin_step) // frequency * frequency
     source = to_tf_keras(model)
     chosen = layer_filter(layers, source)
     sparsity = tfmot.sparsity.keras
 
     def schedule(final: float):
         if end_step is None:
-            return sparsity.ConstantSparsity(final, begin_step, frequency=frequency)
+            # TFMOT counts training steps from 1 and updates masks only on steps `begin_step`
+            # + k * frequency: from 0, the first mask would come at step `frequency`.
+            return sparsity.ConstantSparsity(final, max(begin_step, 1), frequency=frequency)
         return sparsity.PolynomialDecay(0.0, final, begin_step, end_step, frequency=frequency)
 
     selected = [layer.name for layer in source.layers if type(layer).__name__ != "InputLayer" and chosen(layer)]
@@ -169,10 +179,47 @@ def pruning_callbacks(log_dir: str | None = None) -> list:
 
 
 def strip(model):
-    """``model`` without pruning wrappers (the pruned weights stay zero)."""
+    """``model`` without pruning wrappers (the pruned weights stay zero).
+
+    Warns (one ``UserWarning`` line naming them) when pruned layers are below the final
+    sparsity of their schedule, e.g. a ramp (``end_step``) longer than the training run;
+    ``below_target`` lists them.
+    """
     import tensorflow_model_optimization as tfmot
 
-    return tfmot.sparsity.keras.strip_pruning(model)
+    short = below_target(model)
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    if short:
+        shown = ", ".join(f"{name} {reached:.1%} < {final:.0%}" for name, reached, final in short[:8])
+        more = f" and {len(short) - 8} more" if len(short) > 8 else ""
+        warnings.warn(
+            f"strip: {len(short)} pruned layer(s) below their target sparsity: {shown}{more}; the pruning "
+            "schedule did not finish (train at least `end_step` steps with pruning_callbacks())",
+            UserWarning, stacklevel=2,
+        )
+    return stripped
+
+
+def below_target(model) -> list[tuple[str, float, float]]:
+    """``(layer name, sparsity reached, final sparsity of its schedule)`` for every pruned layer
+    of ``model`` (TFMOT wrappers) with fewer zeros than its schedule ends with (one weight
+    tied with the threshold allowed, as TFMOT keeps ties)."""
+    short = []
+    for wrapper in model.layers:
+        if type(wrapper).__name__ != "PruneLowMagnitude":
+            continue
+        schedule = wrapper.pruning_schedule
+        final = getattr(schedule, "final_sparsity", getattr(schedule, "target_sparsity", None))
+        if not isinstance(final, int | float) or final <= 0:
+            continue
+        size = zeros = 0
+        for weight, mask, _ in wrapper.pruning_vars:
+            values = np.asarray(weight) * np.asarray(mask)
+            size += values.size
+            zeros += int(np.count_nonzero(values == 0))
+        if size and zeros < round(final * size) - 1:
+            short.append((wrapper.layer.name, zeros / size, float(final)))
+    return short
 
 
 def is_pruned(model) -> bool:
@@ -225,12 +272,32 @@ def sparsity_report(model, layers: LayerFilter = None) -> list[LayerSparsity]:
     return rows
 
 
+def _is_model(value) -> bool:
+    return any(f"{cls.__module__}.{cls.__name__}" in _MODEL_CLASSES for cls in type(value).__mro__)
+
+
+_MODEL_CLASSES = ("keras.src.models.model.Model", "tf_keras.src.engine.training.Model")
+
+
+def _kind(value) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
 def _short_name(variable) -> str:
     """``kernel`` from tf_keras' ``conv/kernel:0`` or Keras 3's ``kernel``."""
     return variable.name.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def overall_sparsity(rows: Sequence[LayerSparsity]) -> float:
-    """Zeros over all weights of a ``sparsity_report``."""
+def overall_sparsity(rows) -> float:
+    """Zeros over all weights of a ``sparsity_report``, or of the report of a model
+    (Keras 3 or tf_keras, pruned or not: ``sparsity_report(model)``)."""
+    if _is_model(rows):
+        rows = sparsity_report(rows)
+    elif isinstance(rows, str | bytes) or not isinstance(rows, Sequence | Iterable):
+        raise InputError(f"`rows` must be a model or the rows of sparsity_report(model); received {_kind(rows)}")
+    rows = list(rows)
+    if not all(isinstance(row, LayerSparsity) for row in rows):
+        bad = next(row for row in rows if not isinstance(row, LayerSparsity))
+        raise InputError(f"`rows` must be a model or the rows of sparsity_report(model); received a row {_kind(bad)}")
     size = sum(r.size for r in rows)
     return sum(r.zeros for r in rows) / size if size else 0.0

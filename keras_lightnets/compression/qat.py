@@ -38,13 +38,14 @@ def quantize_scope() -> Iterator[None]:
     )
 
     from keras_lightnets.compression import configs
+    from keras_lightnets.compression.scheme import OutputFreeConfig
     from keras_lightnets.layers import custom_objects
 
     quantizers = {name: getattr(prune_preserve, name) for name in (
         "PrunePreserveDefaultWeightsQuantizer", "PrunePreserveDefault8BitWeightsQuantizer",
         "PrunePreserveDefault8BitConvWeightsQuantizer")}
     with tfmot.quantization.keras.quantize_scope({**custom_objects("tf_keras"), **configs.CONFIG_CLASSES,
-                                                  **quantizers}):
+                                                  "OutputFreeConfig": OutputFreeConfig, **quantizers}):
         yield
 
 

@@ -1,4 +1,4 @@
-"""The package's TFMOT 8-bit quantization scheme: TFMOT's default, with one fix.
+"""The package's TFMOT 8-bit quantization scheme: TFMOT's default, with three fixes.
 
 TFMOT's ``LayerReLUQuantize`` transform gives every Conv2D/DepthwiseConv2D/Dense
 that feeds a ``ReLU`` layer a ``NoOpQuantizeConfig``, so that no fake-quant sits
@@ -10,11 +10,22 @@ preservation when asked: still no fake-quant between conv and ReLU. Likewise a
 conv whose config another transform set (one feeding a ``Concatenate``, as in
 NASNet) keeps its zeros.
 
+Concatenations: TFLite's int8 ``CONCATENATION`` needs one scale for its inputs and
+output. TFMOT's ``ConcatTransform`` means to fake-quantize only the concat's output,
+but it matches only when every input feeds the concat alone, and it leaves a
+producer's activation fake-quant in place; the others keep a range each, and after
+a short fine-tune those ranges are all but equal, which the converter refuses
+("same scale constraint"). Here every concatenation's producers, looked for through
+layers that only move values (pooling by max, padding, reshapes, ``ChannelSplit``,
+nested concatenations), lose their output fake-quant: the concat's own range is
+the one range of all of them, whatever the training did.
+
 This module imports TFMOT; it is only imported by ``compression.qat``.
 """
 
 from __future__ import annotations
 
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
     default_8bit_prune_preserve_quantize_scheme as prune_preserve_scheme,
 )
@@ -45,9 +56,122 @@ def weights_only_config(layer):
     return config_class([weight], [], False)
 
 
-class _LayoutTransform(default_8bit_quantize_layout_transform.Default8BitQuantizeLayoutTransform):
-    """TFMOT's default layout transforms, then two repairs of the configs they set:
+# Layers whose int8 TFLite op keeps its input's scale and that quantize nothing themselves:
+# the range of a concatenation fed through them is their input's range too.
+SAME_SCALE_LAYERS = frozenset({
+    "Concatenate", "MaxPooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D", "Reshape", "Flatten",
+    "Permute", "Dropout", "SpatialDropout2D", "ActivityRegularization", "ChannelSplit", "ChannelShuffle",
+})
 
+
+def _inbound_layers(layer) -> list:
+    found = []
+    for node in layer.inbound_nodes:
+        inbound = node.inbound_layers
+        found.extend(inbound if isinstance(inbound, list | tuple) else [inbound])
+    return found
+
+
+class OutputFreeConfig(default_8bit_quantize_configs.quantize_config.QuantizeConfig):
+    """A layer's own QuantizeConfig without the fake-quant of its output (weights and
+    the values inside the layer stay quantized): used for a layer feeding a concatenation
+    whose config is not one of TFMOT's or the package's."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def get_weights_and_quantizers(self, layer):
+        return self.config.get_weights_and_quantizers(layer)
+
+    def get_activations_and_quantizers(self, layer):
+        return self.config.get_activations_and_quantizers(layer)
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        self.config.set_quantize_weights(layer, quantize_weights)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        self.config.set_quantize_activations(layer, quantize_activations)
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        import tf_keras
+
+        return {"config": tf_keras.utils.serialize_keras_object(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        import tf_keras
+
+        return cls(tf_keras.utils.deserialize_keras_object(config["config"]))
+
+
+def _output_quantized(layer, config) -> bool:
+    """Whether ``config`` fake-quantizes ``layer``'s output (directly, or after its activation)."""
+    if config is None:
+        return False
+    if config.get_output_quantizers(layer):
+        return True
+    return isinstance(config, default_8bit_quantize_registry.Default8BitQuantizeConfig) and any(
+        _post_quantized(layer, attr) for attr in config.activation_attrs)
+
+
+def _post_quantized(layer, attr: str) -> bool:
+    activation = getattr(layer, attr, None)
+    name = getattr(activation, "__name__", None)
+    return name not in quantize_aware_activation.QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS
+
+
+def _without_output(layer, config):
+    """``config`` for ``layer`` with its output left to the concatenation it feeds."""
+    from keras_lightnets.compression import configs
+
+    if isinstance(config, default_8bit_quantize_registry.Default8BitQuantizeConfig):
+        kept = [attr for attr in config.activation_attrs if not _post_quantized(layer, attr)]
+        return type(config)(list(config.weight_attrs), kept, False)
+    if isinstance(config, default_8bit_quantize_registry.Default8BitActivationQuantizeConfig):
+        return default_8bit_quantize_registry.Default8BitActivationQuantizeConfig(quantize_output=False)
+    if type(config) is configs.OutputQuantizeConfig:
+        return configs.PassThroughQuantizeConfig()  # keeps the values inside the layer quantized
+    return OutputFreeConfig(config)
+
+
+def share_concat_ranges(model, quantize_map, registry) -> list[str]:
+    """Leave every concatenation's range to the concatenation itself (see the module
+    docstring); returns the names of the layers whose output fake-quant was removed."""
+    def config_of(layer):
+        entry = quantize_map.get(layer.name)
+        if entry is None:
+            return None
+        config = entry.get("quantize_config")
+        if config is None and registry.supports(layer):
+            config = registry.get_quantize_config(layer)
+        return config
+
+    changed = []
+    for concat in model.layers:
+        if type(concat).__name__ != "Concatenate" or not _output_quantized(concat, config_of(concat)):
+            continue
+        seen, pending = set(), _inbound_layers(concat)
+        while pending:
+            layer = pending.pop()
+            if layer.name in seen or type(layer).__name__ == "InputLayer" or layer.name not in quantize_map:
+                continue
+            seen.add(layer.name)
+            config = config_of(layer)
+            if _output_quantized(layer, config):
+                quantize_map[layer.name]["quantize_config"] = _without_output(layer, config)
+                changed.append(layer.name)
+            if type(layer).__name__ in SAME_SCALE_LAYERS:
+                pending.extend(_inbound_layers(layer))
+    return changed
+
+
+class _LayoutTransform(default_8bit_quantize_layout_transform.Default8BitQuantizeLayoutTransform):
+    """TFMOT's default layout transforms, then three repairs of the configs they set:
+
+    * a concatenation's producers lose their output fake-quant (``share_concat_ranges``);
     * a NoOp on a conv/dense layer (``LayerReLUQuantize``) becomes a weights-only config;
     * with ``preserve_sparsity``, a conv/dense config set by a transform (e.g. TFMOT's
       ``ConcatTransform`` for a layer feeding a ``Concatenate``) gets the prune-preserving
@@ -60,6 +184,7 @@ class _LayoutTransform(default_8bit_quantize_layout_transform.Default8BitQuantiz
 
     def apply(self, model, layer_quantize_map):
         model, quantize_map = super().apply(model, layer_quantize_map)
+        share_concat_ranges(model, quantize_map, default_8bit_quantize_registry.Default8BitQuantizeRegistry())
         preserve = prune_preserve_quantize_registry.Default8bitPrunePreserveQuantizeRegistry()
         for name, entry in quantize_map.items():
             config = entry.get("quantize_config")
