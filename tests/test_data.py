@@ -230,7 +230,7 @@ def test_bad_arguments_are_value_errors(image_folder):
     with pytest.raises(ValueError, match="split"):
         load_images("digits", image_size=(8, 8), split="valid")
     with pytest.raises(ValueError, match="split"):
-        load_images(str(image_folder), image_size=(8, 8), split="test")
+        load_images(str(image_folder), image_size=(8, 8), split="holdout")
     with pytest.raises(ValueError, match="limit"):
         load_images("digits", image_size=(8, 8), limit=0)
 

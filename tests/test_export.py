@@ -521,7 +521,7 @@ def test_cli_registry_model_npy_int8_verify_benchmark(tmp_path, capsys):
     assert report["model"]["weights"] == "none"  # default "auto": no ImageNet weights for 5 classes
     assert report["export"]["path"] == str(out) and report["export"]["inputs"][0]["dtype"] == "int8"
     assert report["export"]["size_bytes"] == out.stat().st_size
-    assert report["data"]["samples"] == 10 and report["verify"]["samples"] == 10
+    assert report["data"]["samples"] == 10 and report["verify"]["samples"] == 5  # disjoint halves
     assert report["verify"]["top1_agreement"] is not None and report["benchmark"]["median_ms"] > 0
     assert report["outputs"]["labels"] is None
     assert f"wrote {out}" in stdout and "verify:" in stdout and "benchmark:" in stdout

@@ -37,8 +37,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"lightnets: error: {message}\n")
 
 
+DESCRIPTION = ("Benchmark registry models against their keras.applications twins: parameters, MACs, Keras and "
+               "LiteRT latency and file size; writes bench.md, bench.png and bench.json.")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``bench``'s arguments to ``parser`` (the subcommand's parser or a stand-alone one)."""
+    """Add ``bench``'s arguments to ``parser`` (the subcommand's parser or a stand-alone one; one
+    without a description gets ``DESCRIPTION``)."""
+    parser.description = parser.description or DESCRIPTION
     parser.add_argument(
         "names", nargs="*", metavar="NAME",
         help=f"registry names or shell patterns (`lightnets list`); default: {' '.join(DEFAULT_MODELS)}",
@@ -54,12 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="bench-output", metavar="DIR",
                         help="folder for bench.md, bench.png and bench.json (default bench-output)")
     parser.add_argument("--keep-tflite", action="store_true", help="keep the converted files in DIR/tflite/")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines or TensorFlow log lines on stderr")
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """A stand-alone parser (for ``tools/benchmark.py``); usage errors exit 2 with one line."""
-    parser = _Parser(prog=prog, description="Benchmark keras_lightnets models against keras.applications twins.")
+    parser = _Parser(prog=prog, description=DESCRIPTION)
     add_arguments(parser)
     return parser
 
@@ -86,14 +92,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         _error(err)
         return 2
+    from keras_lightnets.cli import native_logs_hidden
+
     try:
-        rows = bench.benchmark_models(
-            names, input_size=args.input_size, threads=args.threads, runs=args.runs, twins=not args.no_twins,
-            output_dir=os.path.join(args.output, "tflite") if args.keep_tflite else None, progress=say,
-        )
-        machine = bench.describe_machine()
-        label = bench.machine_label(args.threads, rows[0].keras_threads if rows else None, machine)
-        paths = bench.write_report(rows, args.output, machine, label)
+        with native_logs_hidden(args.quiet):
+            rows = bench.benchmark_models(
+                names, input_size=args.input_size, threads=args.threads, runs=args.runs, twins=not args.no_twins,
+                output_dir=os.path.join(args.output, "tflite") if args.keep_tflite else None, progress=say,
+            )
+            machine = bench.describe_machine()
+            label = bench.machine_label(args.threads, rows[0].keras_threads if rows else None, machine)
+            paths = bench.write_report(rows, args.output, machine, label)
     except KeyboardInterrupt:
         _error("interrupted; no report written")
         return 1

@@ -3,9 +3,12 @@
 ``MODEL`` is a ``.keras`` file (e.g. ``best.keras`` from ``lightnets train``), a
 tf_keras ``.h5`` / SavedModel, or a registry name (a fresh classifier for the
 data's classes, ImageNet weights when cached). The data (``--data``, as for
-``train``) fine-tunes the compressed model; the result is a tf_keras ``.h5``
-(what TFMOT produces) plus a JSON report (sparsity per layer, test accuracy),
-and with ``--export MODE`` also a verified ``.tflite``. Every file is written
+``train``) fine-tunes the compressed model on its training images; accuracy is
+measured on its held-out images (``data.sources.HELD_OUT``: for a folder, the
+stratified 20 % ``train`` validates on). The result is a tf_keras ``.h5`` (what
+TFMOT produces) plus a JSON report (sparsity per layer, held-out accuracy), and
+with ``--export MODE`` also a ``.tflite`` calibrated on training images, verified
+on the held-out ones, with ``OUT.labels.txt`` (class names) beside it. Every file is written
 under a temporary name and renamed at the end (a killed run's temporaries are
 removed by the next run in that folder). Model files never run Python code stored
 in them unless ``--unsafe`` is given (see ``keras_lightnets.model_files``); an
@@ -17,34 +20,44 @@ line on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 
 from keras_lightnets import errors
 from keras_lightnets.cli._args import fraction, natural_int, positive_float
 
 PROG = "lightnets compress"
+DESCRIPTION = ("Prune and/or quantization-aware train a model (a .keras/.h5 file, a SavedModel folder or a "
+               "registered name) on --data, write a tf_keras .h5 and a JSON report, and with --export a .tflite "
+               "with its labels file.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``compress`` command's arguments to ``parser``."""
+    """Add the ``compress`` command's arguments to ``parser`` (and ``DESCRIPTION`` when it has none)."""
+    from keras_lightnets.data.sources import HELD_OUT
+
+    parser.description = parser.description or DESCRIPTION
     parser.add_argument("model", help="a .keras/.h5 model file, a SavedModel folder or a registered name")
     parser.add_argument("--prune", type=fraction, default=None, metavar="SPARSITY",
                         help="magnitude-prune Conv2D/SeparableConv2D/Dense kernels to this sparsity, e.g. 0.5")
     parser.add_argument("--qat", action="store_true",
                         help="quantization-aware training (keeps the zeros of --prune)")
     parser.add_argument("--data", default="digits", metavar="SRC",
-                        help="training data: 'digits' (default), an image folder or 'tfds:NAME[:SPLIT]'")
-    parser.add_argument("--data-dir", default=None, help="TFDS data folder")
+                        help="training data: 'digits' (default), a folder with one subfolder of images per class "
+                             "or 'tfds:NAME[:SPLIT]'. Fine-tunes use its training images; accuracy and --export's "
+                             f"verification use its {HELD_OUT.replace('%', '%%')}")
+    parser.add_argument("--data-dir", default=None, help="TFDS data folder (for --data tfds:...)")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images per split")
     parser.add_argument("--preprocessing", choices=("auto", "none", "tf", "torch"), default="auto",
                         help="how [0, 255] pixels become the model's input; 'auto': the registry's mode for a "
                              "registered name, 'none' for files (models from `lightnets train` rescale inside)")
     parser.add_argument("--prune-epochs", type=natural_int, default=3, help="pruning fine-tune epochs (default 3)")
     parser.add_argument("--qat-epochs", type=natural_int, default=2, help="QAT fine-tune epochs (default 2)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="fine-tune batch size (default 32)")
     parser.add_argument("--lr", type=positive_float, default=2e-4,
                         help="Adam learning rate of the pruning fine-tune (default 2e-4)")
     parser.add_argument("--qat-lr", type=positive_float, default=1e-5,
@@ -53,11 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side for a registered name (default: the registry's); files keep theirs")
     parser.add_argument("--export", choices=("none", "float16", "dynamic", "int8"), default=None,
-                        help="also write OUT.tflite in this mode, verified on the test split")
+                        help="also write OUT.tflite in this mode (int8 calibrated on training images), verified "
+                             "on the held-out images, and OUT.labels.txt (class names)")
     parser.add_argument("-o", "--output", default=None,
                         help="output .h5 (default: MODEL's name + '_compressed.h5' in the current folder)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="print only the result")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the fine-tunes, of --limit's choice and of a folder's held-out split "
+                             "(default 0, as `lightnets train`)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the result (no progress, no TensorFlow log lines)")
     parser.add_argument("--unsafe", action="store_true",
                         help="load model files even when they may run stored Python code (Lambda layers, unknown "
                              "classes); only for files you trust")
@@ -85,9 +102,11 @@ def _argument_error(args) -> str | None:
 def output_paths(args) -> dict[str, str]:
     """``{what: path}`` of every file the command writes: the ``.h5``, its ``.json`` report, the ``.tflite``."""
     output = args.output or f"{os.path.splitext(os.path.basename(args.model.rstrip('/')))[0]}_compressed.h5"
-    paths = {"--output": output, "the report": os.path.splitext(output)[0] + ".json"}
-    if args.export:
-        paths["the exported .tflite"] = os.path.splitext(output)[0] + ".tflite"
+    base = os.path.splitext(output)[0]
+    paths = {"--output": output, "the report": base + ".json"}
+    if args.export:  # named as `lightnets export` names them
+        paths["the exported .tflite"] = base + ".tflite"
+        paths["the labels file"] = base + ".labels.txt"
     return paths
 
 
@@ -141,13 +160,14 @@ def compress(args) -> dict:
                             data_dir=args.data_dir)
     model, mode = _load(args, kind, len(probe.class_names) if probe else None)
     height, width = (int(d) for d in model.inputs[0].shape[1:3])
-    parts = {}
-    for split in ("train", "test"):
+    parts, class_names = {}, None
+    for split in ("train", "test"):  # "test": the source's held-out images (a folder's 20 %, as train's validation)
         data = probe if (split == "train" and probe is not None) else load_images(
             args.data, image_size=(height, width), split=split, limit=args.limit, seed=args.seed,
             data_dir=args.data_dir)
         parts[split] = (np.asarray(preprocess_input(data.images.copy(), mode=mode), dtype="float32"), data.labels)
-    _say(args, f"{len(parts['train'][0])} training and {len(parts['test'][0])} test images, "
+        class_names = list(data.class_names)
+    _say(args, f"{len(parts['train'][0])} training and {len(parts['test'][0])} held-out images, "
                f"model {model.name} ({kind}), preprocessing {mode}")
     spec = variants.VariantSpec("compressed", args.export or "none", qat=args.qat, sparsity=args.prune)
     recipe = variants.Recipe(prune_epochs=args.prune_epochs, qat_epochs=args.qat_epochs,
@@ -155,7 +175,9 @@ def compress(args) -> dict:
                              seed=args.seed, runs=0)
     _say(args, " then ".join(filter(None, [f"pruning to {args.prune:.0%}" if args.prune else None,
                                            "quantization-aware training" if args.qat else None])))
-    compressed = variants.make_variant(model, spec, *parts["train"], recipe)
+    with contextlib.redirect_stdout(sys.stderr):  # fit's epoch lines are progress: stdout is the result
+        compressed = variants.make_variant(model, spec, *parts["train"], recipe, verbose=0 if args.quiet else 2,
+                                           progress=lambda message: _say(args, message))
     output = outputs["--output"]
     test_images, test_labels = parts["test"]
     probabilities = compressed.predict(test_images, batch_size=64, verbose=0)
@@ -166,7 +188,7 @@ def compress(args) -> dict:
         "overall_sparsity": compression.overall_sparsity(rows), "layers": [r.as_dict() for r in rows],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    from keras_lightnets.training.outputs import save_model, write_json
+    from keras_lightnets.training.outputs import save_model, write_json, write_text
 
     staged = []
     try:
@@ -181,8 +203,21 @@ def compress(args) -> dict:
             check = verify_tflite(tflite, compressed, test_images, labels=test_labels)
             report["tflite"] = {"path": tflite, "size_bytes": exported.size_bytes,
                                 "accuracy": check.tflite_accuracy, "top1_agreement": check.top1_agreement,
-                                "kernel_sparsity": variants.tflite_kernel_sparsity(tflite)}
-        save_model(compressed, output)
+                                "kernel_sparsity": variants.tflite_kernel_sparsity(tflite),
+                                "calibration": {"images": f"training images of {args.data}",
+                                                "samples": exported.representative_samples}
+                                if exported.representative_samples else None,  # a QAT model calibrates itself
+                                "verification": {"images": f"held-out images of {args.data}",
+                                                 "samples": check.samples},
+                                "labels": None}
+            classes = int(compressed.outputs[0].shape[-1]) if len(compressed.outputs) == 1 else None
+            if class_names and classes == len(class_names):
+                write_text(outputs["the labels file"], "".join(f"{n}\n" for n in class_names))
+                staged.append(outputs["the labels file"])
+                report["tflite"]["labels"] = outputs["the labels file"]
+        with warnings.catch_warnings():  # an .h5 on purpose: what TFMOT's tf_keras models load from
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            save_model(compressed, output)
         staged.append(output)
         write_json(outputs["the report"], report)
     except BaseException:
@@ -199,8 +234,11 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         print(f"{PROG}: error: {reason}", file=sys.stderr)
         return errors.EXIT_BAD_INPUT
+    from keras_lightnets.cli import native_logs_hidden
+
     try:
-        report = compress(args)
+        with native_logs_hidden(args.quiet):
+            report = compress(args)
     except (errors.InputError, ValueError, FileNotFoundError) as err:
         print(f"{PROG}: error: {errors.one_line(err)}", file=sys.stderr)
         return errors.EXIT_BAD_INPUT

@@ -28,10 +28,13 @@ from keras_lightnets.cli._args import natural_int, positive_int
 from keras_lightnets.variants import DEMO_VARIANTS, VARIANTS
 
 PROG = "lightnets demo"
+DESCRIPTION = ("Train a registered model on the bundled digits, export float, int8 and pruned int8 TFLite "
+               "variants, evaluate and benchmark each with LiteRT, and write report.json and report.png.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``demo`` command's arguments to ``parser``."""
+    """Add the ``demo`` command's arguments to ``parser`` (and ``DESCRIPTION`` when it has none)."""
+    parser.description = parser.description or DESCRIPTION
     parser.add_argument("--output", default="demo-output", help="folder for the models, .tflite files and report")
     parser.add_argument("--model", default="mobilenet_v3_small_100", help="registered model to train")
     parser.add_argument("--image-size", type=positive_int, default=48,
@@ -42,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated variants ({', '.join(VARIANTS)}); default: {','.join(DEMO_VARIANTS)}")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads for latency (default 1)")
     parser.add_argument("--runs", type=natural_int, default=50, help="timed LiteRT runs per variant (default 50)")
-    parser.add_argument("--quiet", action="store_true", help="print only the final table")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the final table (no progress, no TensorFlow log lines)")
 
 
 def _table(results: dict) -> str:
@@ -56,34 +60,38 @@ def _table(results: dict) -> str:
     return table(rows, list(rows[0]))
 
 
-def write_plot(results: dict, path: str, title: str) -> None:
-    """Bar charts of accuracy, size and latency per variant (PNG, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_figure(results: dict, title: str):
+    """A matplotlib ``Figure``: bar charts of accuracy (fraction), ``.tflite`` size (KiB) and
+    median latency (ms) per variant, each axis labelled with its unit."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = list(results)
-    panels = (("test accuracy (LiteRT)", [results[n].accuracy for n in names]),
-              ("size (KiB)", [results[n].size_bytes / 1024 for n in names]),
-              ("median latency (ms)", [results[n].latency_ms or 0.0 for n in names]))
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for axis, (label, values) in zip(axes, panels, strict=True):
+    panels = (("test accuracy (LiteRT)", "accuracy (fraction)", "%.3g", [results[n].accuracy for n in names]),
+              (".tflite size", "size (KiB)", "%.0f", [results[n].size_bytes / 1024 for n in names]),
+              ("median latency", "latency (ms)", "%.3g", [results[n].latency_ms or 0.0 for n in names]))
+    figure = Figure(figsize=(12, 3.6), layout="tight")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 3)
+    for axis, (title_, unit, fmt, values) in zip(axes, panels, strict=True):
         bars = axis.bar(names, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2"][: len(names)])
-        axis.set_title(label)
-        axis.bar_label(bars, fmt="%.3g", fontsize=8)
+        axis.set_title(title_)
+        axis.set_ylabel(unit)
+        axis.bar_label(bars, fmt=fmt, fontsize=8)
         axis.tick_params(axis="x", rotation=20, labelsize=8)
-    if panels[0][1]:
-        axes[0].set_ylim(max(0.0, min(panels[0][1]) - 0.1), 1.0)
+    if panels[0][3]:
+        axes[0].set_ylim(max(0.0, min(panels[0][3]) - 0.1), 1.0)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    return figure
+
+
+def write_plot(results: dict, path: str, title: str) -> None:
+    """``plot_figure`` as a PNG at ``path``, written atomically."""
     from keras_lightnets.training.outputs import atomic_path
 
-    try:
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, dpi=110)
-    finally:
-        plt.close(figure)
+    figure = plot_figure(results, title)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
 
 
 def demo(args) -> dict:
@@ -165,8 +173,11 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         print(f"lightnets: error: {reason}", file=sys.stderr)
         return errors.EXIT_BAD_INPUT
+    from keras_lightnets.cli import native_logs_hidden
+
     try:
-        demo(args)
+        with native_logs_hidden(args.quiet):
+            demo(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return errors.EXIT_FAILURE

@@ -27,12 +27,20 @@ WEIGHTS_HELP = (
 )
 
 
+DESCRIPTION = ("Fine-tune a registered model on an image data set (phase 1: head, base frozen; phase 2: top "
+               "blocks unfrozen) and write best.keras (raw [0, 255] pixels in, preprocessing inside), "
+               "history.csv/png and checkpoints/ to --output.")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``train`` command's arguments to ``parser``."""
+    """Add the ``train`` command's arguments to ``parser`` (and ``DESCRIPTION`` when it has none)."""
+    parser.description = parser.description or DESCRIPTION
     parser.add_argument("name", help="registered model name (see `lightnets list`)")
     parser.add_argument("--data", default="digits", metavar="SRC",
                         help="'digits' (bundled, default), a folder with one subfolder of images per class, "
-                             "or 'tfds:NAME[:SPLIT]' (a TFDS dataset prepared in --data-dir)")
+                             "or 'tfds:NAME[:SPLIT]' (a TFDS dataset prepared in --data-dir). Validation: "
+                             "digits' test split; a folder's or SPLIT's stratified 20%% (drawn with --seed); "
+                             "TFDS' validation split, else its test split, else 20%% of train")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: TFDS's own)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="use at most this many images of each split (seeded choice)")
@@ -62,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "completed its first epoch); without it such a folder is refused")
     parser.add_argument("--output", default="lightnets-train", metavar="DIR",
                         help="folder for best.keras, history.csv/png and checkpoints/ (default lightnets-train)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress output and no TensorFlow log lines; stdout is the model's path alone")
 
 
 def _argument_error(args) -> str | None:
@@ -100,24 +109,19 @@ def _argument_error(args) -> str | None:
     return None
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    text = " ".join(str(message).split())
-    if category.__name__ == "SkippedFilesWarning" or not text.startswith("`shuffle=True` was passed"):
-        print(f"lightnets: warning: {text}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``lightnets train`` with parsed ``args``; returns the exit code."""
     reason = _argument_error(args)
     if reason:
         print(f"lightnets: error: {reason}", file=sys.stderr)
         return 2
+    from keras_lightnets.cli import native_logs_hidden, one_line_warning
     from keras_lightnets.training import fine_tune
 
     weights = None if args.weights == "none" else args.weights
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
+        with native_logs_hidden(args.quiet), warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
             result = fine_tune(
                 args.name, args.data, weights=weights, image_size=args.image_size, epochs_frozen=args.epochs,
                 epochs_unfrozen=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
@@ -138,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
         kind = "" if isinstance(err, errors.InputError) else f"{type(err).__name__}: "
         print(f"lightnets: error: {kind}{message}{hint}", file=sys.stderr)
         return errors.exit_code(err)
-    if not args.quiet and result.is_chief:
-        print(f"best validation accuracy {result.best_val_accuracy:.4f} (epoch {result.best_epoch} of "
-              f"{result.epochs}); model: {result.best_path}")
+    if result.is_chief:  # --quiet: the model's path alone, one line
+        print(result.best_path if args.quiet else f"best validation accuracy {result.best_val_accuracy:.4f} "
+              f"(epoch {result.best_epoch} of {result.epochs}); model: {result.best_path}")
     return 0
 
 
@@ -148,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m keras_lightnets.cli.train NAME ...`` (the same as ``lightnets train``)."""
     from keras_lightnets.cli import _Parser
 
-    parser = _Parser(prog="lightnets train", description="Fine-tune a registered model on an image data set.")
+    parser = _Parser(prog="lightnets train", description=DESCRIPTION)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

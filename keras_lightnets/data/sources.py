@@ -11,7 +11,9 @@ labels, the class names and the files that could not be read. ``source`` is one 
 - a folder with one subfolder per class (``root/<class>/**/<image>``: images in
   nested folders belong to the class folder they are in), JPEG/PNG/BMP/GIF files
   recognised by extension; ``split="train"``/``"validation"`` is a stratified
-  80/20 split drawn with ``seed``, ``None`` = all. The folder is untrusted input
+  80/20 split drawn with ``seed``, ``None`` = all; ``"test"`` is the same held-out
+  20 % as ``"validation"`` (a folder has no third split: what ``lightnets train``
+  validates on is what ``compress``/``export`` evaluate on, with the same seed). The folder is untrusted input
   (``scan_folder``): every image is listed once, under the class folder it is in;
   links are followed only to targets inside the folder not listed yet (never out of
   it, never into a folder twice); only regular files of at most ``MAX_IMAGE_BYTES``
@@ -20,9 +22,12 @@ labels, the class names and the files that could not be read. ``source`` is one 
 - ``"tfds:NAME[:SPLIT]"``: a TensorFlow Datasets dataset already prepared in
   ``data_dir`` (nothing is downloaded; see ``DataNotPreparedError``). With a
   ``SPLIT`` in the string, ``split="train"``/``"validation"`` is a stratified 80/20
-  split of it drawn with ``seed``; without one, ``split`` names the TFDS split
-  (``"validation"`` falls back to ``"test"``, and when the dataset has neither, to
-  a 20 % stratified part of ``"train"`` whose other 80 % is then ``"train"``).
+  split of it drawn with ``seed`` (``"test"``: the same 20 % as ``"validation"``);
+  without one, ``split`` names the TFDS split (``"validation"`` falls back to
+  ``"test"``, ``"test"`` to ``"validation"``, and when the dataset has neither, both
+  are a 20 % stratified part of ``"train"`` whose other 80 % is then ``"train"``).
+
+``HELD_OUT`` says in one line which images each source holds out for evaluation.
 
 ``limit`` keeps at most that many images of the selected split, chosen with
 ``seed`` (original order kept). ``stream_folder`` is the lazy ``tf.data`` variant
@@ -49,6 +54,10 @@ from keras_lightnets.errors import InputError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 VALIDATION_FRACTION = 0.2
 SOURCE_FORMS = "'digits', a folder of class subfolders, or 'tfds:NAME[:SPLIT]'"
+HELD_OUT = ("held-out images: digits' test split (359); for a folder, a stratified 20% of each class (drawn with "
+            "--seed where the command has one, else 0: what `lightnets train` validates on with that seed); for "
+            "tfds:NAME its test split (else validation, else 20% of train); for tfds:NAME:SPLIT 20% of SPLIT")
+HELD_OUT_SPLITS = (None, "train", "validation", "test")  # "test" = "validation" where a source has no third split
 _EXTENSION_TEXT = "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 _SHOWN_SKIPPED = 3  # paths named in the one warning line about unreadable files
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is not read (64 MiB)
@@ -587,8 +596,9 @@ def _folder_selection(root, split, limit, seed, validation_fraction):
     _warn_ignored(listing)
     paths = [p for files in listing.files for p in files]
     labels = np.asarray([i for i, files in enumerate(listing.files) for _ in files], dtype=np.int64)
-    if split is not None:
-        chosen = stratified_split(labels, split, seed=seed, fraction=validation_fraction)
+    if split is not None:  # "test" is the held-out part, as "validation"
+        chosen = stratified_split(labels, "train" if split == "train" else "validation", seed=seed,
+                                  fraction=validation_fraction)
         paths, labels = [paths[i] for i in chosen], labels[chosen]
     chosen = _limit_indices(len(paths), limit, seed)
     return listing, [paths[i] for i in chosen], labels[chosen]
@@ -627,7 +637,7 @@ def _progress_bar(total: int, enabled: bool):
 
 def _load_folder(root, image_size, channels, split, limit, seed, validation_fraction, progress,
                  max_bytes=None, max_pixels=None) -> ImageData:
-    _check_split(split, (None, "train", "validation"), "<folder>")
+    _check_split(split, HELD_OUT_SPLITS, "<folder>")
     listing, paths, labels = _folder_selection(root, split, limit, seed, validation_fraction)
     images, kept, skipped, notes = [], [], [], []
     bar = _progress_bar(len(paths), progress)
@@ -687,7 +697,7 @@ def stream_folder(
 
     image_size = _check_image_size(image_size)
     _check_common(channels, limit, seed)
-    _check_split(split, (None, "train", "validation"), "<folder>")
+    _check_split(split, HELD_OUT_SPLITS, "<folder>")
     max_bytes = _positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
     max_pixels = _positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
     listing, paths, labels = _folder_selection(root, split, limit, seed, validation_fraction)
@@ -734,15 +744,17 @@ def _tfds_plan(builder, tfds_split: str | None, split: str | None) -> tuple[str,
     """``(tfds split to read, portion of it)``; portion is "train"/"validation" of a stratified split or None."""
     available = set(builder.info.splits.keys())
     if tfds_split:
-        _check_split(split, (None, "train", "validation"), f"tfds with split {tfds_split!r}")
-        return tfds_split, split
-    _check_split(split, (None, "train", "validation", "test"), "tfds")
+        _check_split(split, HELD_OUT_SPLITS, f"tfds with split {tfds_split!r}")
+        return tfds_split, {"test": "validation"}.get(split, split)
+    _check_split(split, HELD_OUT_SPLITS, "tfds")
     held_out = "validation" if "validation" in available else "test" if "test" in available else None
     if split == "validation" and held_out:
         return held_out, None
-    if split == "test" and "test" in available:
-        return "test", None
-    if split in (None, "train", "validation") and "train" in available:
+    if split == "test" and held_out:
+        return "test" if "test" in available else held_out, None
+    if split in ("validation", "test") and "train" in available:  # no held-out split: 20 % of "train"
+        return "train", "validation"
+    if split in (None, "train") and "train" in available:
         # without a held-out split, "train" and "validation" are the two parts of TFDS "train"
         return "train", split if split is not None and held_out is None else None
     wanted = split or "train"

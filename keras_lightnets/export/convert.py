@@ -52,6 +52,10 @@ PREPROCESSING = ("auto", "none", "tf", "torch")
 _SHOWN_SKIPPED = 20
 
 
+DESCRIPTION = ("Convert a Keras model (a .keras/.h5 file, a SavedModel folder or a registered name) to TensorFlow "
+               "Lite: float32, float16, dynamic-range or full int8 (calibrated on --data), optionally verified "
+               "against the Keras model with LiteRT (--verify) and benchmarked (--benchmark). Writes OUT.tflite, "
+               "OUT.labels.txt (class names, when known) and OUT.json (the report).")
 UNSAFE_HELP = ("load model files even when they may run stored Python code (Lambda layers, unknown classes); "
                "only for files you trust")
 
@@ -87,17 +91,25 @@ def _input_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the converter's arguments to ``parser`` (its own, or the ``lightnets export`` subparser)."""
+    """Add the converter's arguments to ``parser`` (its own, or the ``lightnets export`` subparser);
+    a parser without a description gets ``DESCRIPTION``."""
+    from keras_lightnets.data.sources import HELD_OUT
+
+    parser.description = parser.description or DESCRIPTION
     parser.add_argument("model", help="a .keras / .h5 file, a Keras SavedModel folder, or a registered model name")
     parser.add_argument("-o", "--output", help="the .tflite file to write (default: ./<model>_<quantization>.tflite)")
     parser.add_argument("-q", "--quantization", choices=QUANTIZATION_MODES, default="none",
                         help="none (float32), float16 (weights), dynamic (int8 weights), int8 (int8 everything, "
                              "int8 inputs/outputs; a float model needs --data). Default: none")
     parser.add_argument("--data", metavar="SRC", help=f"RGB pixels in [0, 255] for int8 calibration and --verify: "
-                                                      f"{DATA_FORMS}")
+                                                      f"{DATA_FORMS}. Image sources calibrate on training images "
+                                                      f"and verify on {HELD_OUT.replace('%', '%%')}")
     parser.add_argument("--data-dir", help="the TFDS data folder for --data tfds:... (nothing is downloaded)")
     parser.add_argument("--num-samples", type=positive_int, default=100,
-                        help="images read from --data (calibration uses at most 100). Default: 100")
+                        help="images read from --data for calibration and as many for --verify (calibration uses "
+                             "at most 100). The two sets are disjoint: image sources calibrate on their training "
+                             "images and verify on their held-out ones (see --data); a .npy file is halved when "
+                             "both are needed. Default: 100")
     parser.add_argument("--preprocessing", choices=PREPROCESSING, default="auto",
                         help="map --data pixels to the model's input: tf ([-1, 1]), torch (ImageNet mean/std), none; "
                              "auto: the registry model's mode, none for model files")
@@ -129,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The stand-alone parser (errors raise ``UsageError`` instead of exiting)."""
-    parser = _Parser(prog=prog, description="Convert a keras_lightnets / Keras model to TensorFlow Lite.")
+    parser = _Parser(prog=prog, description=DESCRIPTION)
     add_arguments(parser)
     return parser
 
@@ -326,15 +338,20 @@ def _class_count(model: Any) -> int | None:
 
 @dataclass
 class Data:
-    """Images for calibration / verification: float32 ``(N, H, W, C)`` pixels in ``[0, 255]``."""
+    """Images for calibration or verification: float32 ``(N, H, W, C)`` pixels in ``[0, 255]``
+    (mapped by ``--preprocessing`` once loaded); ``which``: the images, in words, for the report."""
 
     images: Any
     labels: Any = None
     class_names: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
+    which: str = ""
 
 
-def _npy_data(path: str, shape: tuple[int, int, int], limit: int) -> Data:
+PURPOSES = ("calibration", "verification")
+
+
+def _npy_array(path: str, shape: tuple[int, int, int]):
     import numpy as np
 
     try:
@@ -349,43 +366,73 @@ def _npy_data(path: str, shape: tuple[int, int, int], limit: int) -> Data:
         raise UsageError(f"--data {path!r} has dtype {array.dtype}; expected pixels as float or integers")
     if len(array) == 0:
         raise UsageError(f"--data {path!r} holds no image")
-    images = np.asarray(array[:limit], dtype=np.float32)
-    if not np.all(np.isfinite(images)):
-        raise UsageError(f"--data {path!r} holds NaN or infinite values")
-    return Data(images)
+    return array
 
 
-def _image_data(args: argparse.Namespace, shape: tuple[int, int, int]) -> Data:
+def _npy_data(path: str, shape: tuple[int, int, int], limit: int, purposes: Sequence[str]) -> dict[str, Data]:
+    """The file's first images for one purpose; for both, its first half calibrates and its second
+    half verifies (the same single image when the file holds only one)."""
+    import numpy as np
+
+    array = _npy_array(path, shape)
+    count = len(array)
+    half = (count + 1) // 2 if len(purposes) == 2 and count > 1 else 0
+    ranges = {"calibration": (0, min(limit, half or count)), "verification": (half, min(count, half + limit))}
+    parts = {}
+    for purpose in purposes:
+        start, stop = ranges[purpose]
+        images = np.asarray(array[start:stop], dtype=np.float32)
+        if not np.all(np.isfinite(images)):
+            raise UsageError(f"--data {path!r} holds NaN or infinite values")
+        shared = " (the file holds one image: calibration and verification share it)" if (
+            len(purposes) == 2 and count == 1) else ""
+        parts[purpose] = Data(images, which=f"images {start}..{stop - 1} of {path}{shared}")
+    return parts
+
+
+def _image_data(args: argparse.Namespace, shape: tuple[int, int, int], purposes: Sequence[str]) -> dict[str, Data]:
+    """Calibration from the source's training images, verification from its held-out ones
+    (``data.sources.HELD_OUT``): disjoint, and never the images a model from ``lightnets train`` learned."""
     from keras_lightnets.data.sources import load_images
 
     if shape[2] not in (1, 3):
         raise UsageError(f"--data {args.data!r}: image sources give 1 or 3 channels; the model takes {shape[2]}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # skipped files are counted in the report instead
-        try:
-            loaded = load_images(args.data, image_size=shape[:2], channels=shape[2], limit=args.num_samples,
-                                 data_dir=args.data_dir)
-        except (ValueError, OSError) as err:
-            raise UsageError(f"--data {args.data!r}: {errors.one_line(err)}") from None
-    return Data(loaded.images, loaded.labels, list(loaded.class_names), list(loaded.skipped))
+    parts = {}
+    for purpose in purposes:
+        split = "train" if purpose == "calibration" else "test"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skipped files are counted in the report instead
+            try:
+                loaded = load_images(args.data, image_size=shape[:2], channels=shape[2], split=split,
+                                     limit=args.num_samples, data_dir=args.data_dir)
+            except (ValueError, OSError) as err:
+                raise UsageError(f"--data {args.data!r}: {errors.one_line(err)}") from None
+        which = ("training split" if split == "train" else "held-out split") + f" of {args.data} (seed 0)"
+        parts[purpose] = Data(loaded.images, loaded.labels, list(loaded.class_names), list(loaded.skipped), which)
+    return parts
 
 
-def load_data(args: argparse.Namespace, plan: Plan, shape: tuple[int, int, int], preprocessing: str) -> Data | None:
-    """``--data`` read at the model's input size, then mapped by ``preprocessing``."""
+def load_data(args: argparse.Namespace, plan: Plan, shape: tuple[int, int, int], preprocessing: str,
+              purposes: Sequence[str] = PURPOSES) -> dict[str, Data]:
+    """``--data`` read at the model's input size for each of ``purposes`` ("calibration",
+    "verification"), disjoint images when both are asked for, mapped by ``preprocessing``."""
     import numpy as np
 
     from keras_lightnets.imagenet import preprocess_input
 
-    if plan.data_kind is None:
-        return None
+    purposes = [p for p in PURPOSES if p in purposes]
+    if plan.data_kind is None or not purposes:
+        return {}
     if plan.data_kind == "random":
-        data = Data(np.random.default_rng(0).uniform(0, 255, (args.num_samples, *shape)).astype(np.float32))
+        parts = {p: Data(np.random.default_rng(seed).uniform(0, 255, (args.num_samples, *shape)).astype(np.float32),
+                         which=f"random pixels (seed {seed})") for seed, p in enumerate(purposes)}
     elif plan.data_kind == "npy":
-        data = _npy_data(args.data, shape, args.num_samples)
+        parts = _npy_data(args.data, shape, args.num_samples, purposes)
     else:
-        data = _image_data(args, shape)
-    data.images = preprocess_input(np.array(data.images, dtype=np.float32), mode=preprocessing)
-    return data
+        parts = _image_data(args, shape, purposes)
+    for data in parts.values():
+        data.images = preprocess_input(np.array(data.images, dtype=np.float32), mode=preprocessing)
+    return parts
 
 
 def _imagenet_names() -> list[str]:
@@ -400,7 +447,7 @@ def _class_names(plan: Plan, data: Data | None, classes: int | None) -> tuple[li
     if classes is None:
         return None, None
     if data is not None and data.class_names and len(data.class_names) == classes:
-        return data.class_names, "data"
+        return list(data.class_names), "data"
     if plan.model_kind == "registry" and classes == 1000:
         return _imagenet_names(), "imagenet"
     return None, None
@@ -421,32 +468,42 @@ def _convert(args, plan: Plan, progress: _Progress, staging: _Staging) -> dict[s
     if args.per_tensor and facts["qat"]:
         raise UsageError("--per-tensor applies to float models; a quantization-aware model keeps its per-channel "
                          "weight quantization")
-    data = None
+    # calibration (int8 of a float model) and verification read disjoint images of --data
+    purposes = [p for p, wanted in zip(PURPOSES, (args.quantization == "int8" and not facts["qat"], args.verify),
+                                       strict=True) if wanted]
+    parts: dict[str, Data] = {}
     if plan.data_kind is not None:
         with progress.step(f"reading --data {args.data}"):
-            data = load_data(args, plan, shape, preprocessing)
-        progress.say(f"{len(data.images)} images" + (f", {len(data.skipped)} unreadable files skipped"
-                                                     if data.skipped else ""))
-    names, names_from = _class_names(plan, data, _class_count(model))
+            parts = load_data(args, plan, shape, preprocessing, purposes or ["calibration"])
+        for purpose, data in parts.items():
+            progress.say(f"{purpose}: {len(data.images)} images, {data.which}"
+                         + (f", {len(data.skipped)} unreadable files skipped" if data.skipped else ""))
+    first = next(iter(parts.values()), None)
+    names, names_from = _class_names(plan, first, _class_count(model))
+    calibration = parts.get("calibration")
     staged = staging.reserve(plan.output)
     with progress.step(f"converting to TFLite (quantization={args.quantization})"):
         export = to_tflite(
-            model, staged, args.quantization, None if data is None else data.images,
+            model, staged, args.quantization, None if calibration is None else calibration.images,
             batch_size=args.batch_size, input_shape=shape, allow_float_ops=args.allow_float_ops,
             per_channel=not args.per_tensor, strip_names=args.strip_names,
         )
     export.path = plan.output
     report: dict[str, Any] = {"model": facts, "export": export.as_dict()}
-    report["data"] = None if data is None else {
-        "source": args.data, "samples": len(data.images), "skipped": len(data.skipped),
-        "skipped_files": data.skipped[:_SHOWN_SKIPPED], "class_names": data.class_names,
+    skipped = [f for data in parts.values() for f in data.skipped]
+    report["data"] = None if first is None else {
+        "source": args.data, "samples": sum(len(d.images) for d in parts.values()), "skipped": len(skipped),
+        "skipped_files": skipped[:_SHOWN_SKIPPED], "class_names": first.class_names,
+        **{p: {"images": parts[p].which, "samples": len(parts[p].images)} if p in purposes else None
+           for p in PURPOSES},
     }
     if args.verify:
+        data = parts["verification"]
         labels = data.labels if names_from == "data" else None
         with progress.step("verifying with LiteRT"):
             verify = verify_tflite(staged, model, data.images, labels=labels, threads=args.threads)
         verify.path = plan.output
-        report["verify"] = verify.as_dict()
+        report["verify"] = {**verify.as_dict(), "images": data.which}
     if args.benchmark:
         with progress.step(f"benchmarking ({args.runs} runs, {args.threads} thread(s))"):
             bench = benchmark_tflite(staged, threads=args.threads, runs=args.runs, warmup=args.warmup)
@@ -463,11 +520,16 @@ def _summary(report: dict[str, Any]) -> list[str]:
     export, outputs = report["export"], report["outputs"]
     lines = [f"wrote {outputs['tflite']} ({export['size_bytes'] / 1024:.1f} KiB, {export['quantization']}, "
              f"input {export['inputs'][0]['dtype']} {export['inputs'][0]['shape']})"]
+    calibration = (report.get("data") or {}).get("calibration")
+    if calibration and export["representative_samples"]:
+        lines.append(f"calibration: {export['representative_samples']} images, {calibration['images']}")
     if "verify" in report:
         v = report["verify"]
         agreement = "" if v["top1_agreement"] is None else f", top-1 agreement {v['top1_agreement']:.3f}"
-        lines.append(f"verify: {v['samples']} images, max |diff| {v['max_abs_diff']:.3g}, "
-                     f"mean |diff| {v['mean_abs_diff']:.3g}{agreement}")
+        accuracy = "" if v["tflite_accuracy"] is None else (
+            f", accuracy {v['tflite_accuracy']:.4f} (Keras {v['keras_accuracy']:.4f})")
+        lines.append(f"verify: {v['samples']} images, {v['images']}: max |diff| {v['max_abs_diff']:.3g}, "
+                     f"mean |diff| {v['mean_abs_diff']:.3g}{agreement}{accuracy}")
     if "benchmark" in report:
         b = report["benchmark"]
         outside = format_op_counts(b["ops_outside_delegate"])
@@ -482,7 +544,8 @@ def _summary(report: dict[str, Any]) -> list[str]:
 
 def run(args: argparse.Namespace, *, prog: str = PROG) -> int:
     """Carry out parsed arguments; returns the exit code (0, 1 or 2), errors as one stderr line."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_lightnets.cli import native_logs_hidden
+
     progress, staging = _Progress(prog, args.quiet), _Staging()
     started = time.perf_counter()
     try:
@@ -491,7 +554,8 @@ def run(args: argparse.Namespace, *, prog: str = PROG) -> int:
                 warnings.simplefilter("ignore")
             plan = make_plan(args)
             remove_stale_temporaries(os.path.dirname(plan.output), recursive=False)
-            report = _convert(args, plan, progress, staging)
+            with native_logs_hidden(args.quiet):  # TensorFlow is imported from here on
+                report = _convert(args, plan, progress, staging)
             report["seconds"] = round(time.perf_counter() - started, 2)
             staging.write(plan.report_path, json.dumps(report, indent=1, default=str) + "\n")
             staging.commit()

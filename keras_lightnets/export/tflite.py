@@ -40,7 +40,7 @@ import numpy as np
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import int8_graph, nested_layers
 from keras_lightnets.training.outputs import temp_file_beside
-from keras_lightnets.utils import check_bool
+from keras_lightnets.utils import channels_last_twin, check_bool, is_channels_first
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 MAX_REPRESENTATIVE_SAMPLES = 100
@@ -300,27 +300,56 @@ def _as_batch(batch: Any, input_shape: tuple[int, ...], name: str) -> np.ndarray
     return array
 
 
-def collect_images(data: Any, input_shape: tuple[int, ...], *, limit: int | None, name: str = "data") -> np.ndarray:
-    """At most ``limit`` images of ``data`` as float32 ``(N, H, W, C)``.
+def _batch_labels(batch: Any, count: int, name: str) -> np.ndarray | None:
+    """The labels of an ``(images, labels)`` element as ``(count,)`` ints, None without them."""
+    if not (isinstance(batch, tuple) and len(batch) >= 2):
+        return None
+    labels = np.asarray(batch[1].numpy() if hasattr(batch[1], "numpy") else batch[1]).reshape(-1)
+    if len(labels) != count or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"`{name}` pairs (images, labels) need one integer class index per image; received "
+                         f"labels of shape {labels.shape} dtype {labels.dtype} for {count} image(s)")
+    return labels.astype(np.int64)
 
-    ``data``: a numpy array (or tensor) ``(N, H, W, C)``, or an iterable of such
-    batches (tuples are taken as ``(images, labels)``). ``ValueError`` for a wrong
-    rank, shape or dtype, or no image at all.
+
+def _element(batch: Any, input_shape: tuple[int, ...], name: str, *, single: bool = True,
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One batch ``(n, H, W, C)`` or (``single``) one image ``(H, W, C)`` (an unbatched ``tf.data``
+    element), with its labels when the element is an ``(images, labels)`` pair."""
+    images = batch[0] if isinstance(batch, tuple) and batch else batch
+    rank = len(getattr(images, "shape", np.shape(images)))
+    if single and rank == len(input_shape):  # one image
+        images = images[None]
+    array = _as_batch(images, input_shape, name)
+    return array, _batch_labels(batch, len(array), name)
+
+
+def collect_images_and_labels(
+    data: Any, input_shape: tuple[int, ...], *, limit: int | None, name: str = "data",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """At most ``limit`` images of ``data`` as float32 ``(N, H, W, C)``, and their labels when ``data`` has them.
+
+    ``data``: a numpy array (or tensor) ``(N, H, W, C)``, an ``(images, labels)``
+    pair, or an iterable (e.g. a ``tf.data.Dataset``, batched or not) of batches,
+    single images or such pairs. Labels are int64 ``(N,)`` when every element
+    carries them, else None. ``ValueError`` for a wrong rank, shape or dtype, or no image.
     """
     if data is None:
         raise ValueError(f"`{name}` is required")
     if isinstance(data, np.ndarray) or hasattr(data, "shape") or isinstance(data, tuple):
-        images = _as_batch(data, input_shape, name)
+        images, labels = _element(data, input_shape, name, single=False)
     elif isinstance(data, Iterable) and not isinstance(data, str | bytes | dict):
-        parts, count = [], 0
+        parts, label_parts, count = [], [], 0
         for batch in data:
-            parts.append(_as_batch(batch, input_shape, name))
-            count += len(parts[-1])
+            batch_images, batch_labels = _element(batch, input_shape, name)
+            parts.append(batch_images)
+            label_parts.append(batch_labels)
+            count += len(batch_images)
             if limit is not None and count >= limit:
                 break
         if not parts:
             raise ValueError(f"`{name}` is empty; it must hold at least one image")
         images = np.concatenate(parts)
+        labels = None if any(p is None for p in label_parts) else np.concatenate(label_parts)
     else:
         raise ValueError(
             f"`{name}` must be a numpy array (N, height, width, channels) or an iterable of such batches; "
@@ -328,7 +357,15 @@ def collect_images(data: Any, input_shape: tuple[int, ...], *, limit: int | None
         )
     if len(images) == 0:
         raise ValueError(f"`{name}` is empty; it must hold at least one image")
-    return images if limit is None else images[:limit]
+    if limit is not None:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    return images, labels
+
+
+def collect_images(data: Any, input_shape: tuple[int, ...], *, limit: int | None, name: str = "data") -> np.ndarray:
+    """At most ``limit`` images of ``data`` as float32 ``(N, H, W, C)`` (``data`` as for
+    ``collect_images_and_labels``; labels are ignored)."""
+    return collect_images_and_labels(data, input_shape, limit=limit, name=name)[0]
 
 
 # --------------------------------------------------------------------------- describing files
@@ -560,6 +597,36 @@ def atomic_write(path: str, data: bytes) -> None:
         raise
 
 
+
+def _channels_last_data(data: Any) -> Any:
+    """``data`` for a channels-first model moved to channels-last: an ``(N, C, H, W)``
+    array (or ``(C, H, W)`` image), an ``(images, labels)`` pair, or an iterable of those
+    (a ``tf.data.Dataset`` too); labels are left as they are."""
+    if data is None:
+        return None
+    if isinstance(data, tuple) and len(data) == 2:
+        return _channels_last_data(data[0]), data[1]
+    if hasattr(data, "shape"):  # numpy arrays and tensors
+        array = np.asarray(data)
+        return np.moveaxis(array, array.ndim - 3, -1) if array.ndim in (3, 4) else array
+    if isinstance(data, Iterable):
+        return (_channels_last_data(item) for item in data)
+    return data
+
+
+def _exportable(model: Any, *data: Any, what: str) -> tuple[Any, ...]:
+    """``(model, *data)`` ready for TFLite: the TensorFlow backend is required, and a
+    channels-first Keras 3 model is replaced by its channels-last twin
+    (``utils.channels_last_twin``: same weights, outputs checked) with its data moved
+    to channels-last, since TFLite files (and XNNPACK) are NHWC."""
+    from keras_lightnets._backend import require_tensorflow_backend
+
+    require_tensorflow_backend(what, model)
+    if model_flavour(model) == "keras" and is_channels_first(model):
+        return (channels_last_twin(model), *(_channels_last_data(d) for d in data))
+    return (model, *data)
+
+
 def to_tflite(
     model: Any, path: str | os.PathLike, quantization: str = "none", representative_data: Any = None, *,
     batch_size: int = 1, input_shape: Sequence[int] | None = None,
@@ -593,6 +660,8 @@ def to_tflite(
     ``path`` (nor a temporary file) when anything fails.
     """
     started = time.perf_counter()
+    model_flavour(model)
+    model, representative_data = _exportable(model, representative_data, what="TFLite export")
     flavour = model_flavour(model)
     quantization = _check_quantization(quantization)
     path = check_output_path(path)
@@ -760,21 +829,25 @@ def verify_tflite(
 ) -> VerifyReport:
     """Run the file with LiteRT image by image and compare with ``model`` on the same images.
 
-    ``data``: what the model takes, ``(N, H, W, C)`` (or an iterable of batches),
-    matching the file's input size; int8 files get it quantized with the input's
-    scale and zero point and their outputs dequantized. ``labels``: optional int
-    class indices ``(N,)`` for the accuracy of both. ``num_samples``: use at most
-    this many images.
+    ``data``: what the model takes, ``(N, H, W, C)``, or an iterable of batches or
+    single images, e.g. a ``tf.data.Dataset`` of ``(images, labels)`` (batched or
+    not), matching the file's input size; int8 files get it quantized with the
+    input's scale and zero point and their outputs dequantized. ``labels``: int
+    class indices ``(N,)`` for the accuracy of both; by default the labels ``data``
+    carries (``(images, labels)`` pairs), if any. ``num_samples``: use at most this
+    many images.
     """
     started = time.perf_counter()
     path = _check_tflite_path(path)
     model_flavour(model)
+    model, data = _exportable(model, data, what="verify_tflite")
     if num_samples is not None:
         _positive_int(num_samples, "num_samples")
     interpreter = _interpreter(path, threads)
     [detail] = interpreter.get_input_details()
-    images = collect_images(data, tuple(int(d) for d in detail["shape"][1:]), limit=num_samples, name="data")
-    labels = _check_labels(labels, len(images))
+    images, carried = collect_images_and_labels(data, tuple(int(d) for d in detail["shape"][1:]), limit=num_samples,
+                                                name="data")
+    labels = _check_labels(carried if labels is None else labels, len(images))
     pairs = _pair_outputs(_run_keras(model, images), _run_tflite(interpreter, images))
     diffs = np.concatenate([np.abs(k - t).ravel() for k, t in pairs])
     keras_first, lite_first = pairs[0]

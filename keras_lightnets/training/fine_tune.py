@@ -40,6 +40,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,19 @@ def _build_base(model_name: str, weights, input_tensor):
     if weights == "auto":
         if "imagenet" not in model_config(model_name).weights:
             return create_model(model_name, weights=None, **kwargs), None
-        try:
-            with _cache_only():
-                return create_model(model_name, weights="imagenet", **kwargs), "imagenet"
-        except _NotCachedError:
+        # the attempt's warnings (e.g. "loading the weights trained at 224x224") count only if it loads
+        with warnings.catch_warnings(record=True) as attempt:
+            warnings.simplefilter("always")
+            try:
+                with _cache_only():
+                    base = create_model(model_name, weights="imagenet", **kwargs)
+            except _NotCachedError:
+                base = None
+        if base is None:
             return create_model(model_name, weights=None, **kwargs), None
+        for caught in attempt:
+            warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
+        return base, "imagenet"
     if weights is None or weights == "imagenet":
         return create_model(model_name, weights=weights, **kwargs), weights
     try:
@@ -684,7 +693,7 @@ def fine_tune(
             pretrained = used_weights is not None
             run.config["weights"] = None if used_weights is None else os.fspath(used_weights)
             if not pretrained and weights is not None and state is None:
-                say(f"ImageNet weights of {model_name} are not available offline: training from scratch")
+                warnings.warn(f"{model_name}: no ImageNet weights offline: training from scratch", stacklevel=2)
             callbacks = [_stop_on_non_finite_loss()]
             if not pretrained and replicas == 1:
                 callbacks.append(_precise_batch_norm(datasets["train"]))
