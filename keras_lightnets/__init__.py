@@ -4,11 +4,20 @@
 >>> base = MobileNetV3Small(include_top=False, weights=None, input_shape=(224, 224, 3))
 
 Builders return Keras 3 models; ``keras_lightnets.legacy`` has the same names
-returning tf_keras models (for TFMOT). Heavy optional parts (compression, export,
-torch porting, datasets) are imported only when used.
+returning tf_keras models (for TFMOT). As in keras.applications, each family has a
+module with its builders, ``preprocess_input`` and ``decode_predictions``
+(``keras_lightnets.mobilenet``, ``.mobilenet_v2``, ``.mobilenet_v3``, ``.nasnet``,
+``.squeezenet``, ``.shufflenet_v2``, ``.mnasnet``).
+
+Subpackages are attributes loaded on first use (``kl.compression``, ``kl.export``,
+``kl.legacy``, ...), so ``import keras_lightnets`` imports neither TensorFlow nor
+Keras; heavy optional parts (TFMOT, LiteRT, torch porting, datasets) load only when used.
 """
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 from keras_lightnets.macs import count_macs
 from keras_lightnets.models.mnasnet import MnasNetA1, MnasNetB1
@@ -21,6 +30,24 @@ from keras_lightnets.models.squeezenet import SqueezeNet
 from keras_lightnets.registry import create_model, list_models, model_config
 
 __version__ = "0.1.0"
+
+# Submodules reachable as attributes of the package, imported on first access.
+FAMILY_MODULES = ("mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet")
+LAZY_MODULES = (
+    "bench", "cli", "compression", "data", "errors", "export", "features", "imagenet", "layers", "legacy",
+    "macs", "model_files", "models", "registry", "training", "utils", "variants", "weights", *FAMILY_MODULES,
+)
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *LAZY_MODULES})
+
 
 __all__ = [
     "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",

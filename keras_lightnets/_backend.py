@@ -71,3 +71,34 @@ def is_keras_tensor(obj: object, flavour: str | None = None) -> bool:
 def source_inputs(tensor: object) -> list:
     """The ``Input`` tensors that ``tensor`` was computed from (active flavour)."""
     return keras_module().utils.get_source_inputs(tensor)
+
+
+def keras_backend() -> str:
+    """The Keras 3 backend of this process (``"tensorflow"``, ``"jax"``, ``"torch"``, ...).
+
+    Fixed when Keras is first imported, from ``KERAS_BACKEND`` or ``~/.keras/keras.json``.
+    Models built with the Keras 3 flavour run on any of them; tf_keras always runs on TensorFlow.
+    """
+    import keras
+
+    return keras.config.backend()
+
+
+def require_tensorflow_backend(what: str, model: object = None) -> None:
+    """``InputError`` (one line) unless ``what`` can run: a Keras 3 model (or, without
+    ``model``, the Keras 3 flavour) needs Keras' TensorFlow backend for TFMOT and the
+    TFLite converter. tf_keras models always pass."""
+    if model is not None:
+        try:
+            if flavour_of(model) == "tf_keras":
+                return
+        except TypeError:
+            pass
+    backend = keras_backend()
+    if backend != "tensorflow":
+        from keras_lightnets.errors import InputError
+
+        raise InputError(
+            f"{what} needs Keras' TensorFlow backend; this process runs KERAS_BACKEND={backend!r} "
+            "(set KERAS_BACKEND=tensorflow before Python starts; building, predict and fit work on every backend)"
+        )

@@ -1,8 +1,10 @@
 """Shared building blocks over the Functional API, for every family.
 
-Each block takes a channels-last Keras tensor ``(batch, height, width, channels)``
-and returns one, and names every layer from a ``prefix`` so that weights load by
-name and layer names are deterministic. Convolutions carry no bias when a
+Each block takes a Keras image tensor in the active ``image_data_format()``
+(``(batch, height, width, channels)``, or ``(batch, channels, height, width)`` for
+channels-first; Keras' own layers read the same setting) and returns one, and
+names every layer from a ``prefix`` so that weights load by name and layer names
+are deterministic. Convolutions carry no bias when a
 BatchNorm follows, and conv, BatchNorm and activation are separate layers, so
 TFMOT can fold and quantize each op. The active Keras flavour (see ``_backend``)
 decides whether Keras 3 or tf_keras layers are created.
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from keras_lightnets import _backend
 from keras_lightnets.layers import get_layer_class
-from keras_lightnets.utils import correct_pad, spatial_size
+from keras_lightnets.utils import channel_axis, channels, correct_pad, spatial_size
 
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid", "sigmoid")
 
@@ -29,7 +31,7 @@ class BatchNorm:
     def __call__(self, x, name: str):
         keras = _backend.keras_module()
         return keras.layers.BatchNormalization(
-            axis=-1, epsilon=self.epsilon, momentum=self.momentum, name=name
+            axis=channel_axis(), epsilon=self.epsilon, momentum=self.momentum, name=name
         )(x)
 
 
@@ -96,11 +98,11 @@ def squeeze_excite(
     (``{prefix}squeeze_excite_conv``, ``..._conv_1``, ``..._mul``).
     """
     layers = _backend.keras_module().layers
-    channels = x.shape[-1]
+    filters = channels(x)
     s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}squeeze_excite_avg_pool")(x)
     s = layers.Conv2D(squeeze_filters, 1, padding="same", name=f"{prefix}squeeze_excite_conv")(s)
     s = activation(s, act, f"{prefix}squeeze_excite_{act}")
-    s = layers.Conv2D(channels, 1, padding="same", name=f"{prefix}squeeze_excite_conv_1")(s)
+    s = layers.Conv2D(filters, 1, padding="same", name=f"{prefix}squeeze_excite_conv_1")(s)
     s = activation(s, gate, f"{prefix}squeeze_excite_{gate}")
     return layers.Multiply(name=f"{prefix}squeeze_excite_mul")([x, s])
 
@@ -132,7 +134,7 @@ def inverted_residual(
     """
     layers = _backend.keras_module().layers
     shortcut = x
-    in_channels = x.shape[-1]
+    in_channels = channels(x)
     if expanded != in_channels:
         x = layers.Conv2D(expanded, 1, padding="same", use_bias=False, name=f"{prefix}expand")(x)
         x = bn(x, f"{prefix}expand{names.bn}")

@@ -1,6 +1,8 @@
 """ImageNet input preprocessing and prediction decoding (keras.applications semantics).
 
-Inputs are channels-last arrays or tensors of RGB pixels in ``[0, 255]``. The
+Inputs are arrays or tensors of RGB pixels in ``[0, 255]``, channels-last
+(``(..., height, width, 3)``) or, with ``data_format="channels_first"`` (or that
+as Keras' ``image_data_format()`` when ``data_format`` is None), ``(..., 3, height, width)``. The
 ImageNet class index ships with the package (``data/imagenet_class_index.json``),
 so ``decode_predictions`` works offline.
 """
@@ -12,6 +14,8 @@ import importlib.resources
 import json
 
 import numpy as np
+
+from keras_lightnets.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,9 +31,21 @@ def _as_float(x):
     return tf.cast(x, tf.float32) if not x.dtype.is_floating else x
 
 
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
 def _check_data_format(data_format) -> None:
-    if data_format not in (None, "channels_last"):
-        raise ValueError(f"only data_format='channels_last' (or None) is supported; received {data_format!r}")
+    if data_format is not None and data_format not in DATA_FORMATS:
+        raise InputError(f"`data_format` must be one of {DATA_FORMATS} or None; received data_format={data_format!r}")
+
+
+def _channel_shape(data_format) -> tuple[int, ...]:
+    """Shape of per-channel statistics that broadcasts against images in ``data_format``."""
+    if data_format is None:
+        from keras_lightnets.utils import image_data_format
+
+        data_format = image_data_format()
+    return (3, 1, 1) if data_format == "channels_first" else (3,)
 
 
 def preprocess_input(x, data_format=None, mode: str = "tf"):
@@ -51,8 +67,8 @@ def preprocess_input(x, data_format=None, mode: str = "tf"):
             x -= 1.0
             return x
         return x / 127.5 - 1.0
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(_channel_shape(data_format))
+    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(_channel_shape(data_format))
     if isinstance(x, np.ndarray):
         x /= 255.0
         x -= mean

@@ -19,9 +19,17 @@ TFMOT ``QuantizeConfig`` through ``quantize_config()`` (see
 ``call`` accepts (and ignores) the ``mask`` Keras or TFMOT wrappers pass after a
 masking-aware layer such as ``Concatenate``.
 
-All layers take and return channels-last tensors ``(batch, height, width, channels)``
-and keep the shape (``ChannelSplit`` returns ``groups`` tensors of
+The layers that know about channels (``Rescale`` per channel, ``ChannelShuffle``,
+``ChannelSplit``) take a ``data_format`` like Keras' own image layers:
+``"channels_last"`` ``(batch, height, width, channels)`` or ``"channels_first"``
+``(batch, channels, height, width)``; ``None`` (the default) means the flavour's
+``image_data_format()`` when the layer is created, and the resolved value is saved in
+the layer's config (a config without one is channels-last: every file before it was).
+All layers keep the shape (``ChannelSplit`` returns ``groups`` tensors of
 ``channels / groups`` channels each).
+
+In Keras 3 ``call`` uses only ``keras.ops``, so the layers run on every Keras 3
+backend (TensorFlow, JAX, PyTorch); the tf_keras twins use TensorFlow ops.
 
 The same class body is defined once per Keras flavour (Keras 3 and tf_keras have
 separate ``Layer`` base classes and separate serialization registries): use
@@ -35,14 +43,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
 import sys
+import warnings
 from collections.abc import Iterator
 from types import SimpleNamespace
+
+import numpy as np
 
 from keras_lightnets import _backend
 
 PACKAGE = "keras_lightnets"
 LAYER_NAMES = ("HardSigmoid", "HardSwish", "Rescale", "ChannelShuffle", "ChannelSplit")
+DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def _tensor_ops(flavour: str) -> SimpleNamespace:
@@ -100,6 +113,28 @@ def _define(flavour: str) -> dict[str, type]:
         def compute_output_shape(self, input_shape):
             return input_shape
 
+    class _Layout:
+        """Mixin of the layers that find the channel axis from ``data_format``."""
+
+        def _set_data_format(self, data_format) -> None:
+            if data_format is None:
+                data_format = keras.backend.image_data_format()
+            if data_format not in DATA_FORMATS:
+                raise ValueError(
+                    f"{type(self).__name__}: `data_format` must be None, 'channels_last' or "
+                    f"'channels_first'; received data_format={data_format!r}"
+                )
+            self.data_format = data_format
+            self.channel_axis = 1 if data_format == "channels_first" else -1
+
+        @classmethod
+        def from_config(cls, config):
+            # Files written before `data_format` existed were all channels-last.
+            return super().from_config({"data_format": "channels_last", **config})
+
+        def get_config(self):
+            return {**super().get_config(), "data_format": self.data_format}
+
     class _TwoStep(_Elementwise):
         """A layer of two TFLite ops. ``self.intermediate`` (identity) marks the value between
         them, so that quantization-aware training can fake-quantize it too (see
@@ -143,20 +178,27 @@ def _define(flavour: str) -> dict[str, type]:
             return inputs * (ops.relu6(inputs + 3.0) * (1.0 / 6.0))
 
     @register()
-    class Rescale(_TwoStep):
+    class Rescale(_Layout, _TwoStep):
         """``x * scale + offset`` with constants (no weights): Python floats, or one
-        float per channel (lists as long as the input's last axis).
+        float per channel (lists as long as the input's channel axis, the last one or,
+        with ``data_format="channels_first"``, axis 1).
 
         Used for in-model preprocessing, e.g. ``scale=1/127.5, offset=-1`` maps
         pixels in ``[0, 255]`` to ``[-1, 1]``.
         """
 
-        def __init__(self, scale: float | list[float], offset: float | list[float] = 0.0, **kwargs):
+        def __init__(self, scale: float | list[float], offset: float | list[float] = 0.0,
+                     data_format: str | None = None, **kwargs):
             super().__init__(**kwargs)
             self.scale = _floats("scale", scale)
             self.offset = _floats("offset", offset)
+            self._set_data_format(data_format)
 
         def call(self, inputs, mask=None):
+            if self.channel_axis == 1:
+                rank = len(inputs.shape)
+                return (self.intermediate(inputs * _channels_first_constant(self.scale, rank))
+                        + _channels_first_constant(self.offset, rank))
             width = _narrow_image_width(inputs.shape)
             return self.intermediate(inputs * _constant(self.scale, width)) + _constant(self.offset, width)
 
@@ -178,6 +220,12 @@ def _define(flavour: str) -> dict[str, type]:
             return value
         return ops.constant([value] * width if width else value)
 
+    def _channels_first_constant(value, rank: int):
+        """A per-channel list as a constant ``(C, 1, ..., 1)`` broadcasting over axis 1; a float as is."""
+        if not isinstance(value, list):
+            return value
+        return ops.constant(np.asarray(value, np.float32).reshape((len(value),) + (1,) * max(rank - 2, 0)))
+
     def _narrow_image_width(shape) -> int | None:
         """The width of an image batch with few channels (``(B, H, W, C)``, ``C`` < 8), else None.
 
@@ -194,33 +242,40 @@ def _define(flavour: str) -> dict[str, type]:
             raise ValueError(f"{layer_name}: `groups` must be a positive int; received groups={groups!r}")
         return groups
 
-    def _check_channels(layer_name: str, input_shape, groups: int) -> int:
-        channels = input_shape[-1]
-        if len(input_shape) != 4 or channels is None or channels % groups:
+    def _check_channels(layer_name: str, input_shape, groups: int, axis: int = -1) -> int:
+        channels = input_shape[axis] if len(input_shape) == 4 else None
+        if channels is None or channels % groups:
+            layout = "(batch, channels, height, width)" if axis == 1 else "(batch, height, width, channels)"
             raise ValueError(
-                f"{layer_name} expects (batch, height, width, channels) with channels divisible "
+                f"{layer_name} expects {layout} with channels divisible "
                 f"by groups={groups}; received input shape {tuple(input_shape)}"
             )
         return channels
 
     @register()
-    class ChannelShuffle(_Elementwise):
+    class ChannelShuffle(_Layout, _Elementwise):
         """Shuffle channels across ``groups``: channel ``g * (C/groups) + k`` moves to
-        ``k * groups + g`` (torchvision's ``channel_shuffle``), on ``(N, H, W, C)``."""
+        ``k * groups + g`` (torchvision's ``channel_shuffle``), on ``(N, H, W, C)``
+        (``(N, C, H, W)`` with ``data_format="channels_first"``)."""
 
         quantize_mode = "pass_through"
 
-        def __init__(self, groups: int = 2, **kwargs):
+        def __init__(self, groups: int = 2, data_format: str | None = None, **kwargs):
             super().__init__(**kwargs)
             self.groups = _check_groups("ChannelShuffle", groups)
+            self._set_data_format(data_format)
 
         def build(self, input_shape):
-            _check_channels("ChannelShuffle", input_shape, self.groups)
+            _check_channels("ChannelShuffle", input_shape, self.groups, self.channel_axis)
             super().build(input_shape)
 
         def call(self, inputs, mask=None):
             shape = ops.shape(inputs)
-            channels = inputs.shape[-1]
+            channels = inputs.shape[self.channel_axis]
+            if self.channel_axis == 1:
+                x = ops.reshape(inputs, (-1, self.groups, channels // self.groups, shape[2], shape[3]))
+                x = ops.transpose(x, (0, 2, 1, 3, 4))
+                return ops.reshape(x, (-1, channels, shape[2], shape[3]))
             x = ops.reshape(inputs, (-1, shape[1], shape[2], self.groups, channels // self.groups))
             x = ops.transpose(x, (0, 1, 2, 4, 3))
             return ops.reshape(x, (-1, shape[1], shape[2], channels))
@@ -229,26 +284,29 @@ def _define(flavour: str) -> dict[str, type]:
             return {**super().get_config(), "groups": self.groups}
 
     @register()
-    class ChannelSplit(_Weightless):
-        """Split ``(N, H, W, C)`` into ``groups`` tensors of ``(N, H, W, C/groups)``."""
+    class ChannelSplit(_Layout, _Weightless):
+        """Split ``(N, H, W, C)`` into ``groups`` tensors of ``(N, H, W, C/groups)``
+        (the channel axis 1 with ``data_format="channels_first"``)."""
 
         quantize_mode = "pass_through"
 
-        def __init__(self, groups: int = 2, **kwargs):
+        def __init__(self, groups: int = 2, data_format: str | None = None, **kwargs):
             super().__init__(**kwargs)
             self.groups = _check_groups("ChannelSplit", groups)
+            self._set_data_format(data_format)
 
         def build(self, input_shape):
-            _check_channels("ChannelSplit", input_shape, self.groups)
+            _check_channels("ChannelSplit", input_shape, self.groups, self.channel_axis)
             super().build(input_shape)
 
         def call(self, inputs, mask=None):
-            return list(ops.split(inputs, self.groups, axis=-1))
+            return list(ops.split(inputs, self.groups, axis=self.channel_axis))
 
         def compute_output_shape(self, input_shape):
-            channels = _check_channels("ChannelSplit", input_shape, self.groups)
-            part = (*tuple(input_shape)[:-1], channels // self.groups)
-            return [part] * self.groups
+            channels = _check_channels("ChannelSplit", input_shape, self.groups, self.channel_axis)
+            part = list(input_shape)
+            part[self.channel_axis] = channels // self.groups
+            return [tuple(part)] * self.groups
 
         def get_config(self):
             return {**super().get_config(), "groups": self.groups}
@@ -282,8 +340,9 @@ def __getattr__(name: str) -> type:
 
 def register(flavour: str = "keras") -> None:
     """Register the package's layers with ``flavour``'s serialization, so that
-    ``keras.saving.load_model`` (or tf_keras') finds them. Building any model does
-    this too; call it before loading a file in a fresh process."""
+    ``keras.saving.load_model`` (or tf_keras') finds them. For Keras 3, ``import
+    keras_lightnets`` does this (now, or as soon as ``keras`` is imported); for tf_keras,
+    ``import keras_lightnets.legacy`` does; building any model does too."""
     _define(_backend.check_flavour(flavour))
 
 
@@ -313,7 +372,64 @@ def int8_graph(model) -> Iterator[None]:
             layer.int8_graph = value
 
 
-# `import keras_lightnets` stays free of TensorFlow (fast CLI, one-line errors); when Keras
-# is already loaded, registering costs nothing, so `.keras` files load right away.
+class _RegisterWhenImported(importlib.abc.MetaPathFinder):
+    """Registers the Keras 3 layers the moment ``import keras`` finishes, in whatever order
+    ``keras`` and ``keras_lightnets`` are imported (Keras 3 resolves a saved
+    ``"keras_lightnets>Rescale"`` only through its registry; it never imports our module).
+
+    It finds nothing itself: it asks the other finders for ``keras`` and wraps the loader
+    so that registration runs right after Keras' own module code, then steps aside.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "keras":
+            return None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """``keras``' own loader, then ``register("keras")``; puts the original loader back."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        module.__loader__ = self.loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self.loader
+        _stop_watching()
+        try:
+            register("keras")
+        except Exception as err:  # never break `import keras`; loading a file will name the layer
+            warnings.warn(f"keras_lightnets could not register its layers with Keras: {err}", stacklevel=2)
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
+
+
+def _stop_watching() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterWhenImported)]
+
+
+# `import keras_lightnets` stays free of TensorFlow (fast CLI, one-line errors). When Keras
+# is already loaded, registering costs nothing; otherwise it happens when Keras is imported,
+# so `.keras` files load in a fresh process whatever the import order.
 if "keras" in sys.modules:
     register("keras")
+elif not any(isinstance(f, _RegisterWhenImported) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenImported())

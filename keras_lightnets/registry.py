@@ -24,6 +24,10 @@ PREPROCESSING = {
     "torch": "pixels / 255, then minus ImageNet mean / ImageNet std, per channel (mode 'torch')",
 }
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
+# The public family module of each family (keras.applications' layout): ``keras_lightnets.<module>``.
+FAMILY_MODULES = {"mobilenet_v1": "mobilenet"}
+# What ``weight_sources`` reports of each manifest entry.
+SOURCE_FIELDS = ("url", "source", "license", "format", "include_top", "input_size", "verified", "sha256", "size")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class ModelConfig:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.input_size, self.input_size, 3)
 
+    @property
+    def module(self) -> str:
+        """The public family module, e.g. ``"keras_lightnets.mobilenet_v3"``."""
+        return f"keras_lightnets.{FAMILY_MODULES.get(self.family, self.family)}"
+
     def as_dict(self) -> dict[str, Any]:
         """Plain-data view (for JSON and tables)."""
         return {
@@ -60,6 +69,7 @@ class ModelConfig:
             "kwargs": dict(self.kwargs), "input_size": self.input_size,
             "preprocessing": self.preprocessing, "params": self.params, "macs": self.macs,
             "top1": self.top1, "weights": list(self.weights), "paper": self.paper,
+            "module": self.module, "notes": self.notes,
         }
 
 
@@ -130,6 +140,24 @@ def model_config(name: str) -> ModelConfig:
         ) from None
 
 
+def weight_sources(name: str) -> list[dict[str, Any]]:
+    """Where the pretrained weights of variant ``name`` come from, one dict per file.
+
+    Read from the weights manifest (``keras_lightnets.weights.download.manifest``):
+    ``{"file", "url", "source", "license", "format", "include_top", "input_size",
+    "verified", "sha256", "size"}`` for every entry listing ``name`` in its ``models``,
+    sorted by file name; empty for a variant without weights. ``errors.InputError`` for
+    an unknown name or a bad manifest.
+    """
+    model_config(name)
+    from keras_lightnets.weights import download
+
+    return [
+        {"file": file, **{key: entry.get(key) for key in SOURCE_FIELDS}}
+        for file, entry in sorted(download.manifest().items()) if name in (entry.get("models") or ())
+    ]
+
+
 def create_model(
     name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None,
     flavour: str | None = None, **kwargs: Any,
@@ -170,6 +198,8 @@ def create_model(
 
 
 def _feature_model(base, by_stride: dict[int, Any], out_indices, name: str):
+    from keras_lightnets.utils import channels
+
     strides = [s for s in FEATURE_STRIDES if s in by_stride]
     if out_indices is None:
         out_indices = tuple(range(len(strides)))
@@ -184,7 +214,7 @@ def _feature_model(base, by_stride: dict[int, Any], out_indices, name: str):
     outputs = [by_stride[strides[i]] for i in out_indices]
     model = keras.Model(base.inputs, outputs, name=f"{base.name}_features")
     model.feature_info = [
-        {"stride": strides[i], "channels": int(t.shape[-1]), "layer": _layer_name(t)}
+        {"stride": strides[i], "channels": int(channels(t)), "layer": _layer_name(t)}
         for i, t in zip(out_indices, outputs, strict=True)
     ]
     return model

@@ -198,9 +198,13 @@ def test_unknown_mode(mode):
 
 
 @pytest.mark.parametrize("function", [imagenet.preprocess_tf, imagenet.preprocess_torch, imagenet.preprocess_none])
-def test_channels_first_is_refused(function):
+def test_channels_first_is_the_transpose_and_other_formats_are_refused(function):
+    pixels = _pixels()
+    last = function(pixels.copy(), data_format="channels_last")
+    first = function(np.moveaxis(pixels, -1, 1).copy(), data_format="channels_first")
+    np.testing.assert_allclose(np.moveaxis(first, 1, -1), last, atol=1e-6)
     with pytest.raises(ValueError, match="data_format"):
-        function(_pixels(), data_format="channels_first")
+        function(pixels, data_format="NCHW")
 
 
 def test_family_preprocessing():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 
-from keras_lightnets import _backend, utils
+from keras_lightnets import _backend, imagenet, utils
+from keras_lightnets.layers import get_layer_class
 from keras_lightnets.weights import apply_weights
 
 
@@ -18,7 +19,8 @@ def prepare_input(
 
     Returns ``(image, inputs, input_shape)``: the tensor to build on, the model's
     inputs (the source ``Input`` of ``input_tensor`` when one is given) and the
-    checked ``(height, width, channels)``. A square input whose side is one of
+    checked input shape (``(height, width, channels)``, or ``(channels, height, width)``
+    when ``image_data_format()`` is ``"channels_first"``). A square input whose side is one of
     ``pretrained_sizes`` becomes the default size (weights exist for it).
     ``require_flatten`` (default: ``include_top``) demands a static input size.
     """
@@ -28,7 +30,7 @@ def prepare_input(
     )
     input_shape = utils.shape_from_tensor(input_shape, input_tensor)
     if input_shape is not None and len(input_shape) == 3:
-        rows, cols = input_shape[0], input_shape[1]
+        rows, cols = utils.hwc(input_shape)[:2]
         if rows == cols and rows in pretrained_sizes:
             default_size = rows
     input_shape = utils.obtain_input_shape(
@@ -42,7 +44,7 @@ def prepare_input(
 
 def pretrained_size(input_shape, weights, sizes: Sequence[int], default: int = 224) -> int:
     """The input size whose ImageNet weights to load (warns when none fits exactly)."""
-    rows, cols = input_shape[0], input_shape[1]
+    rows, cols = utils.hwc(input_shape)[:2]
     if rows == cols and rows in sizes:
         return rows
     if weights == "imagenet":
@@ -52,6 +54,22 @@ def pretrained_size(input_shape, weights, sizes: Sequence[int], default: int = 2
             stacklevel=3,
         )
     return default
+
+
+PREPROCESSING_LAYER = "rescaling"  # keras.applications' name for MobileNetV3's in-model rescaling
+
+
+def in_model_preprocessing(image, include_preprocessing, mode: str):
+    """``image`` preprocessed inside the model when ``include_preprocessing`` is True.
+
+    Adds a ``layers.Rescale`` named ``"rescaling"`` doing ``imagenet.preprocess_input(x,
+    mode=mode)`` (``"tf"``: ``[0, 255]`` -> ``[-1, 1]``; ``"torch"``: ImageNet mean/std),
+    so the model takes raw ``[0, 255]`` pixels. ``ValueError`` unless it is a bool.
+    """
+    if not utils.check_bool("include_preprocessing", include_preprocessing):
+        return image
+    scale, offset = imagenet.rescale_arguments(mode)
+    return get_layer_class("Rescale")(scale=scale, offset=offset, name=PREPROCESSING_LAYER)(image)
 
 
 def finish_model(

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, conv_bn, inverted_residual
-from keras_lightnets.models._common import finish_model, prepare_input
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, check_rate, make_divisible
+from keras_lightnets.utils import channels, check_alpha, check_rate, make_divisible
 
 PAPER = "https://arxiv.org/abs/1807.11626"
 PRETRAINED_ALPHAS_B1 = (0.5, 0.75, 1.0, 1.3)
@@ -79,7 +79,7 @@ def torch_mapping_b1(model) -> list[tuple[str, str]]:
 
 def _mnasnet(
     stages, *, alpha, input_shape, include_top, weights, input_tensor, pooling, classes,
-    classifier_activation, dropout_rate, name, imagenet_file, torch_mapping,
+    classifier_activation, dropout_rate, name, imagenet_file, torch_mapping, include_preprocessing,
 ):
     """Stem (conv 3x3/2, depthwise-separable 3x3), inverted-residual stages, 1x1 head conv."""
     check_rate("dropout_rate", dropout_rate)
@@ -89,6 +89,7 @@ def _mnasnet(
         classifier_activation=classifier_activation,
     )
     layers = _backend.keras_module().layers
+    image = in_model_preprocessing(image, include_preprocessing, "torch")
 
     x = conv_bn(image, make_divisible(STEM_FILTERS * alpha, 8), 3, stride=2, pad_mode="symmetric",
                 name="stem_conv", bn=_BN, act="relu")
@@ -101,7 +102,7 @@ def _mnasnet(
     for stage, (expansion, filters, kernel, first_stride, repeats, se) in enumerate(stages, start=1):
         for block in range(repeats):
             block_stride = first_stride if block == 0 else 1
-            in_channels = x.shape[-1]
+            in_channels = channels(x)
             x = inverted_residual(
                 x, expanded=in_channels * expansion, filters=make_divisible(filters * alpha, 8),
                 kernel_size=kernel, stride=block_stride, prefix=_prefix(stage, block + 1), bn=_BN,
@@ -135,6 +136,8 @@ def MnasNetB1(
     classifier_activation="softmax",
     dropout_rate=0.2,
     name=None,
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates MnasNet-B1, torchvision's ``MNASNet`` (``mnasnet0_5`` .. ``mnasnet1_3``).
 
@@ -142,7 +145,8 @@ def MnasNetB1(
     https://arxiv.org/abs/1807.11626).
 
     Inputs are ``(batch, height, width, 3)`` float RGB normalised with ImageNet
-    mean/std (``keras_lightnets.models.mnasnet.preprocess_input``, mode "torch").
+    mean/std (``keras_lightnets.mnasnet.preprocess_input``, mode "torch"), or raw
+    ``[0, 255]`` pixels with ``include_preprocessing=True``.
 
     Args:
         input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
@@ -160,6 +164,9 @@ def MnasNetB1(
         classifier_activation: activation of the top (``None`` for logits).
         dropout_rate: dropout before the classifier, in ``[0, 1)``.
         name: model name (default ``mnasnet_b1_{100 * alpha:03d}``, e.g. ``mnasnet_b1_100``).
+        include_preprocessing: keyword only, default False (inputs normalised as torchvision
+            expects, by ``preprocess_input``); True puts that normalisation in the model (a
+            ``Rescale`` layer named ``rescaling``), which then takes raw ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
@@ -171,6 +178,7 @@ def MnasNetB1(
         classifier_activation=classifier_activation, dropout_rate=dropout_rate,
         name=name or f"mnasnet_b1_{_alpha_text(alpha)}",
         imagenet_file=lambda: TORCHVISION_FILES[alpha], torch_mapping=torch_mapping_b1,
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -185,6 +193,8 @@ def MnasNetA1(
     classifier_activation="softmax",
     dropout_rate=0.2,
     name=None,
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates MnasNet-A1, the paper's headline model (with squeeze-and-excite).
 
@@ -194,7 +204,8 @@ def MnasNetA1(
     block's input channels. No ImageNet weights exist here (torchvision has no A1).
 
     Inputs are ``(batch, height, width, 3)`` float RGB; train with ImageNet
-    mean/std normalisation (``keras_lightnets.models.mnasnet.preprocess_input``).
+    mean/std normalisation (``keras_lightnets.mnasnet.preprocess_input``), or raw
+    ``[0, 255]`` pixels with ``include_preprocessing=True``.
 
     Args:
         input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
@@ -208,6 +219,9 @@ def MnasNetA1(
         classifier_activation: activation of the top (``None`` for logits).
         dropout_rate: dropout before the classifier, in ``[0, 1)``.
         name: model name (default ``mnasnet_a1_{100 * alpha:03d}``).
+        include_preprocessing: keyword only, default False (inputs normalised as torchvision
+            expects, by ``preprocess_input``); True puts that normalisation in the model (a
+            ``Rescale`` layer named ``rescaling``), which then takes raw ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
@@ -223,6 +237,7 @@ def MnasNetA1(
         input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, dropout_rate=dropout_rate,
         name=name or f"mnasnet_a1_{_alpha_text(alpha)}", imagenet_file=None, torch_mapping=None,
+        include_preprocessing=include_preprocessing,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool
-from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
 from keras_lightnets.utils import check_alpha, check_choice, check_positive_int, check_rate
 
@@ -57,6 +57,8 @@ def MobileNet(
     classes=1000,
     classifier_activation="softmax",
     name=None,
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates the MobileNet (V1) architecture.
 
@@ -65,7 +67,8 @@ def MobileNet(
 
     Same signature, defaults and layer names as ``keras.applications.MobileNet``.
     Inputs are ``(batch, height, width, 3)`` float pixels scaled to ``[-1, 1]``
-    (``keras_lightnets.models.mobilenet_v1.preprocess_input``).
+    (``keras_lightnets.mobilenet.preprocess_input``), or raw ``[0, 255]`` pixels with
+    ``include_preprocessing=True``.
 
     Args:
         input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
@@ -80,6 +83,10 @@ def MobileNet(
         classes: number of classes of the top (1000 with ImageNet weights).
         classifier_activation: activation of the top (``None`` for logits).
         name: model name (default ``mobilenet_{alpha:.2f}_{rows}``).
+        include_preprocessing: keyword only, default False as keras.applications (which has
+            no such argument and expects ``preprocess_input``); True puts that scaling in
+            the model (a ``Rescale`` layer named ``rescaling``), which then takes raw
+            ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
@@ -96,6 +103,7 @@ def MobileNet(
     )
     rows = pretrained_size(input_shape, weights, PRETRAINED_SIZES)
     layers = _backend.keras_module().layers
+    image = in_model_preprocessing(image, include_preprocessing, "tf")
 
     x = conv_bn(image, int(32 * alpha), 3, stride=2, pad_mode="same", name="conv1", bn=_BN,
                 act="relu6", act_name="conv1_relu")

@@ -14,9 +14,9 @@ from keras_lightnets.blocks import (
     conv_bn,
     inverted_residual,
 )
-from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, make_divisible
+from keras_lightnets.utils import channels, check_alpha, make_divisible
 
 PAPER = "https://arxiv.org/abs/1801.04381"
 PRETRAINED_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -55,6 +55,8 @@ def MobileNetV2(
     classes=1000,
     classifier_activation="softmax",
     name=None,
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates the MobileNetV2 architecture.
 
@@ -63,7 +65,8 @@ def MobileNetV2(
 
     Same signature, defaults and layer names as ``keras.applications.MobileNetV2``.
     Inputs are ``(batch, height, width, 3)`` float pixels scaled to ``[-1, 1]``
-    (``keras_lightnets.models.mobilenet_v2.preprocess_input``).
+    (``keras_lightnets.mobilenet_v2.preprocess_input``), or raw ``[0, 255]`` pixels with
+    ``include_preprocessing=True``.
 
     Args:
         input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
@@ -77,6 +80,10 @@ def MobileNetV2(
         classes: number of classes of the top (1000 with ImageNet weights).
         classifier_activation: activation of the top (``None`` for logits).
         name: model name (default ``mobilenetv2_{alpha:.2f}_{rows}``).
+        include_preprocessing: keyword only, default False as keras.applications (which has
+            no such argument and expects ``preprocess_input``); True puts that scaling in
+            the model (a ``Rescale`` layer named ``rescaling``), which then takes raw
+            ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
@@ -88,6 +95,7 @@ def MobileNetV2(
         classifier_activation=classifier_activation, pretrained_sizes=PRETRAINED_SIZES,
     )
     rows = pretrained_size(input_shape, weights, PRETRAINED_SIZES)
+    image = in_model_preprocessing(image, include_preprocessing, "tf")
 
     x = conv_bn(image, make_divisible(32 * alpha, 8), 3, stride=2, pad_mode="same", name="Conv1",
                 bn=_BN, bn_name="bn_Conv1", act="relu6", act_name="Conv1_relu")
@@ -96,7 +104,7 @@ def MobileNetV2(
     for block_id, (expansion, filters, block_stride) in enumerate(BLOCKS):
         prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
         x = inverted_residual(
-            x, expanded=expansion * x.shape[-1], filters=make_divisible(int(filters * alpha), 8),
+            x, expanded=expansion * channels(x), filters=make_divisible(int(filters * alpha), 8),
             kernel_size=3, stride=block_stride, prefix=prefix, bn=_BN, act="relu6", names=_NAMES,
         )
         stride *= block_stride

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool, inverted_residual
-from keras_lightnets.layers import get_layer_class
-from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, check_bool, check_rate, make_divisible
+from keras_lightnets.utils import channels, check_alpha, check_bool, check_rate, make_divisible
 
 PAPER = "https://arxiv.org/abs/1905.02244"
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
@@ -72,7 +71,6 @@ def _mobilenet_v3(
     pretrained = PRETRAINED_ALPHAS_MINIMALISTIC if minimalistic else PRETRAINED_ALPHAS
     check_alpha(alpha, weights=weights, pretrained=pretrained)
     check_bool("minimalistic", minimalistic)
-    check_bool("include_preprocessing", include_preprocessing)
     check_rate("dropout_rate", dropout_rate)
     image, inputs, input_shape = prepare_input(
         input_shape=input_shape, input_tensor=input_tensor, weights=weights,
@@ -83,16 +81,14 @@ def _mobilenet_v3(
     layers = _backend.keras_module().layers
     kernel, act, se_ratio = (3, "relu", None) if minimalistic else (5, "hard_swish", SE_RATIO)
 
-    x = image
-    if include_preprocessing:
-        x = get_layer_class("Rescale")(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
+    x = in_model_preprocessing(image, include_preprocessing, "tf")
     x = conv_bn(x, 16, 3, stride=2, pad_mode="same", name="conv", bn=_BN, act=act, act_name="conv_act")
     stride = 2
     features.mark(x, stride)
     for block_id, (expansion, filters, k, block_stride, se, block_act) in enumerate(
         SMALL if model_type == "small" else LARGE
     ):
-        in_channels = x.shape[-1]
+        in_channels = channels(x)
         expanded = make_divisible(in_channels * expansion) if block_id else in_channels
         x = inverted_residual(
             x, expanded=expanded, filters=make_divisible(filters * alpha),
@@ -103,7 +99,7 @@ def _mobilenet_v3(
         )
         stride *= block_stride
         features.mark(x, stride)
-    x = conv_bn(x, make_divisible(x.shape[-1] * 6), 1, name="conv_1", bn=_BN, act=act, act_name="conv_1_act")
+    x = conv_bn(x, make_divisible(channels(x) * 6), 1, name="conv_1", bn=_BN, act=act, act_name="conv_1_act")
     features.mark(x, stride)
     if include_top:
         last_point = LAST_POINT_CHANNELS[model_type]
@@ -172,7 +168,8 @@ _DOCSTRING = """Instantiates the {name} architecture.
     Same signature, defaults and layer names as ``keras.applications.{name}``.
     With ``include_preprocessing=True`` (default) inputs are ``(batch, height, width, 3)``
     float pixels in ``[0, 255]`` (a ``Rescale`` layer maps them to ``[-1, 1]``);
-    otherwise already scaled to ``[-1, 1]``. ``preprocess_input`` is a pass-through.
+    otherwise already scaled to ``[-1, 1]`` (``keras_lightnets.imagenet.preprocess_tf``).
+    ``keras_lightnets.mobilenet_v3.preprocess_input`` is a pass-through, as keras.applications'.
 
     Args:
         input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
@@ -187,7 +184,8 @@ _DOCSTRING = """Instantiates the {name} architecture.
         pooling: ``None``, ``"avg"`` or ``"max"`` global pooling without the top.
         dropout_rate: dropout before the last (logits) layer.
         classifier_activation: activation of the top (``None`` for logits).
-        include_preprocessing: whether the model rescales ``[0, 255]`` input itself.
+        include_preprocessing: default True as keras.applications: the model rescales
+            ``[0, 255]`` input itself (a ``Rescale`` layer named ``rescaling``).
         name: model name.
 
     Returns:

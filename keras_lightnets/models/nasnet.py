@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, pad_for_stride
-from keras_lightnets.models._common import finish_model, prepare_input, pretrained_size
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_positive_int
+from keras_lightnets.utils import channel_axis, channels, check_positive_int, image_shape
 
 PAPER = "https://arxiv.org/abs/1707.07012"
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
@@ -82,9 +82,9 @@ def _adjust(p, ip, filters: int, block_id: str):
         p2 = layers.Cropping2D(((1, 0), (1, 0)), name=f"adjust_crop_2_{block_id}")(p2)
         p2 = layers.AveragePooling2D(1, strides=2, padding="valid", name=f"adjust_avg_pool_2_{block_id}")(p2)
         p2 = _conv1x1(p2, filters // 2, f"adjust_conv_2_{block_id}")
-        p = layers.Concatenate(axis=-1, name=f"adjust_concat_{block_id}")([p1, p2])
+        p = layers.Concatenate(axis=channel_axis(), name=f"adjust_concat_{block_id}")([p1, p2])
         return _BN(p, f"adjust_bn_{block_id}")
-    if p.shape[-1] != filters:
+    if channels(p) != filters:
         p = activation(p, "relu", f"adjust_relu_projection_{block_id}")
         p = _conv1x1(p, filters, f"adjust_conv_projection_{block_id}")
         return _BN(p, f"adjust_bn_{block_id}")
@@ -117,7 +117,7 @@ def _normal_cell(ip, p, filters: int, block_id: str):
     x4 = add([avg_pool(p_adj, f"normal_left4_{block_id}"), avg_pool(p_adj, f"normal_right4_{block_id}")],
              f"normal_add_4_{block_id}")
     x5 = add([_separable_block(h, filters, 3, f"normal_left5_{block_id}"), h], f"normal_add_5_{block_id}")
-    x = layers.Concatenate(axis=-1, name=f"normal_concat_{block_id}")([p_adj, x1, x2, x3, x4, x5])
+    x = layers.Concatenate(axis=channel_axis(), name=f"normal_concat_{block_id}")([p_adj, x1, x2, x3, x4, x5])
     return (x, ip[1]), ip
 
 
@@ -154,7 +154,7 @@ def _reduction_cell(ip, p, filters: int, block_id: str):
     # keras.applications names this separable block "left4" too (after the pool above).
     x5_1 = _separable_block(x1, filters, 3, f"reduction_left4_{block_id}")
     x5 = add([x5_1, pool("max", h3, f"reduction_right5_{block_id}")], f"reduction_add4_{block_id}")
-    x = layers.Concatenate(axis=-1, name=f"reduction_concat_{block_id}")([x2, x3, x4, x5])
+    x = layers.Concatenate(axis=channel_axis(), name=f"reduction_concat_{block_id}")([x2, x3, x4, x5])
     return (x, ip[1] * 2), ip
 
 
@@ -162,7 +162,7 @@ def _nasnet(
     input_shape, *, penultimate_filters: int, num_blocks: int, stem_block_filters: int,
     skip_reduction: bool, filter_multiplier: int, include_top, weights, input_tensor, pooling,
     classes, default_size: int, classifier_activation, name: str,
-    imagenet_file: Callable[[], str] | None,
+    imagenet_file: Callable[[], str] | None, include_preprocessing: bool = False,
 ):
     """A NASNet-A ``num_blocks @ penultimate_filters`` (keras.applications' ``NASNet``)."""
     for argument, value in (("penultimate_filters", penultimate_filters), ("num_blocks", num_blocks),
@@ -191,6 +191,7 @@ def _nasnet(
     pretrained_size(input_shape, weights, (default_size,), default=default_size)
     layers = _backend.keras_module().layers
     filters = penultimate_filters // 24
+    image = in_model_preprocessing(image, include_preprocessing, "tf")
 
     x = layers.Conv2D(
         stem_block_filters, 3, strides=2, padding="valid", use_bias=False,
@@ -231,6 +232,8 @@ def NASNetMobile(
     classes=1000,
     classifier_activation="softmax",
     name="nasnet_mobile",
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates the NASNet-A Mobile (4 @ 1056) architecture.
 
@@ -239,7 +242,8 @@ def NASNetMobile(
 
     Same signature, defaults and layer names as ``keras.applications.NASNetMobile``.
     Inputs are ``(batch, height, width, 3)`` float pixels scaled to ``[-1, 1]``
-    (``keras_lightnets.models.nasnet.preprocess_input``). The feature map before the
+    (``keras_lightnets.nasnet.preprocess_input``), or raw ``[0, 255]`` pixels with
+    ``include_preprocessing=True``. The feature map before the
     top is ``(batch, ceil(height / 32), ceil(width / 32), 1056)`` (7x7 at 224x224).
 
     Args:
@@ -253,17 +257,21 @@ def NASNetMobile(
         classes: number of classes of the top (1000 with ImageNet weights).
         classifier_activation: activation of the top (``None`` for logits).
         name: model name.
+        include_preprocessing: keyword only, default False as keras.applications (which has
+            no such argument and expects ``preprocess_input``); True puts that scaling in
+            the model (a ``Rescale`` layer named ``rescaling``), which then takes raw
+            ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
     """
     if not include_top and input_shape is None and input_tensor is None:
-        input_shape = (224, 224, 3)
+        input_shape = image_shape(224, 224)
     return _nasnet(
         input_shape, **MOBILE, include_top=include_top, weights=weights, input_tensor=input_tensor,
         pooling=pooling, classes=classes, default_size=224,
         classifier_activation=classifier_activation, name=name,
-        imagenet_file=lambda: imagenet_file_name(include_top),
+        imagenet_file=lambda: imagenet_file_name(include_top), include_preprocessing=include_preprocessing,
     )
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import BatchNorm, classifier_or_pooling, conv_bn, pad_for_stride
 from keras_lightnets.layers import get_layer_class
-from keras_lightnets.models._common import finish_model, prepare_input
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, make_divisible
+from keras_lightnets.utils import channel_axis, check_alpha, make_divisible
 
 PAPER = "https://arxiv.org/abs/1807.11164"
 PRETRAINED_ALPHAS = (0.5, 1.0, 1.5, 2.0)
@@ -106,7 +106,7 @@ def _shuffle_unit(x, out_channels: int, stride: int, prefix: str):
         kept = _depthwise_bn(x, stride, f"{prefix}branch1_dw")
         kept = conv_bn(kept, branch_channels, 1, name=f"{prefix}branch1_pw", bn=_BN, act="relu")
     x = _branch2(x, branch_channels, stride, prefix)
-    x = layers.Concatenate(axis=-1, name=f"{prefix}concat")([kept, x])
+    x = layers.Concatenate(axis=channel_axis(), name=f"{prefix}concat")([kept, x])
     return get_layer_class("ChannelShuffle")(groups=2, name=f"{prefix}shuffle")(x)
 
 
@@ -120,6 +120,8 @@ def ShuffleNetV2(
     classes=1000,
     classifier_activation="softmax",
     name=None,
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates ShuffleNet V2 (torchvision's ``shufflenet_v2_x{0_5,1_0,1_5,2_0}``).
 
@@ -127,7 +129,8 @@ def ShuffleNetV2(
     Design](https://arxiv.org/abs/1807.11164).
 
     Inputs are ``(batch, height, width, 3)`` float RGB normalised with ImageNet
-    mean/std (``keras_lightnets.models.shufflenet_v2.preprocess_input``, mode "torch").
+    mean/std (``keras_lightnets.shufflenet_v2.preprocess_input``, mode "torch"), or raw
+    ``[0, 255]`` pixels with ``include_preprocessing=True``.
 
     Args:
         input_shape: ``(height, width, channels)``; at least 32x32. Defaults to
@@ -144,6 +147,9 @@ def ShuffleNetV2(
         classes: number of classes of the top (1000 with ImageNet weights).
         classifier_activation: activation of the top (``None`` for logits).
         name: model name (default ``shufflenet_v2_x{alpha}``, e.g. ``shufflenet_v2_x1_0``).
+        include_preprocessing: keyword only, default False (inputs normalised as torchvision
+            expects, by ``preprocess_input``); True puts that normalisation in the model (a
+            ``Rescale`` layer named ``rescaling``), which then takes raw ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
@@ -156,6 +162,7 @@ def ShuffleNetV2(
     )
     layers = _backend.keras_module().layers
     *stages, last_channels = stage_channels(alpha)
+    image = in_model_preprocessing(image, include_preprocessing, "torch")
 
     x = conv_bn(image, STEM_CHANNELS, 3, stride=2, pad_mode="symmetric", name="conv1", bn=_BN, act="relu")
     features.mark(x, 2)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from keras_lightnets import _backend, features, imagenet
 from keras_lightnets.blocks import global_pool
-from keras_lightnets.models._common import finish_model, prepare_input
+from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input
 from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_choice, check_rate
+from keras_lightnets.utils import channel_axis, check_choice, check_rate
 
 PAPER = "https://arxiv.org/abs/1602.07360"
 VERSIONS = ("1.0", "1.1")
@@ -93,7 +93,7 @@ def _fire(x, squeeze: int, expand: int, name: str):
     left = layers.ReLU(name=f"{name}_expand1x1_relu")(left)
     right = layers.Conv2D(expand, 3, padding="same", name=f"{name}_expand3x3")(x)
     right = layers.ReLU(name=f"{name}_expand3x3_relu")(right)
-    return layers.Concatenate(axis=-1, name=f"{name}_concat")([left, right])
+    return layers.Concatenate(axis=channel_axis(), name=f"{name}_concat")([left, right])
 
 
 def SqueezeNet(
@@ -107,6 +107,8 @@ def SqueezeNet(
     classifier_activation="softmax",
     dropout_rate=0.5,
     name=None,
+    *,
+    include_preprocessing=False,
 ):
     """Instantiates SqueezeNet 1.0 or 1.1 (torchvision's ``squeezenet1_0`` / ``squeezenet1_1``).
 
@@ -114,7 +116,8 @@ def SqueezeNet(
     <0.5MB model size](https://arxiv.org/abs/1602.07360).
 
     Inputs are ``(batch, height, width, 3)`` float RGB normalised with ImageNet
-    mean/std (``keras_lightnets.models.squeezenet.preprocess_input``, mode "torch").
+    mean/std (``keras_lightnets.squeezenet.preprocess_input``, mode "torch"), or raw
+    ``[0, 255]`` pixels with ``include_preprocessing=True``.
     The output stride is 16 (no stride-32 stage). With the top, the output is
     ``(batch, classes)``: global average of ReLU(1x1 conv), then
     ``classifier_activation`` (torchvision's logits are the values before it).
@@ -133,6 +136,9 @@ def SqueezeNet(
         classifier_activation: activation of the top (``None`` for logits).
         dropout_rate: dropout before the classifier conv, in ``[0, 1)``.
         name: model name (default ``squeezenet{version}``, e.g. ``squeezenet1_1``).
+        include_preprocessing: keyword only, default False (inputs normalised as torchvision
+            expects, by ``preprocess_input``); True puts that normalisation in the model (a
+            ``Rescale`` layer named ``rescaling``), which then takes raw ``[0, 255]`` pixels.
 
     Returns:
         A Keras model (tf_keras inside ``keras_lightnets.legacy``).
@@ -145,6 +151,7 @@ def SqueezeNet(
         classifier_activation=classifier_activation,
     )
     layers = _backend.keras_module().layers
+    image = in_model_preprocessing(image, include_preprocessing, "torch")
 
     x, stride = image, 1
     for layer_name, row, _ in _layer_names(version):

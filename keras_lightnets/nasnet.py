@@ -1,0 +1,17 @@
+"""NASNetMobile, laid out as keras.applications' family modules.
+
+The same public names as ``keras.applications.nasnet``: ``from keras_lightnets.nasnet import
+preprocess_input`` works where ``from keras.applications.nasnet import preprocess_input`` did.
+``preprocess_input`` scales ``[0, 255]`` pixels to ``[-1, 1]``, as keras.applications' does.
+``decode_predictions`` turns ``(samples, 1000)`` ImageNet scores into ``(wordnet_id, class_name,
+score)`` tuples. The code lives in ``keras_lightnets.models.nasnet``; importing this module does not
+import TensorFlow.
+"""
+
+from keras_lightnets.models.nasnet import (
+    NASNetMobile,
+    decode_predictions,
+    preprocess_input,
+)
+
+__all__ = ["NASNetMobile", "decode_predictions", "preprocess_input"]

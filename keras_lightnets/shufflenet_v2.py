@@ -1,0 +1,17 @@
+"""ShuffleNetV2, laid out as keras.applications' family modules.
+
+keras.applications has no such family; the layout is the same (builders, ``preprocess_input``,
+``decode_predictions``). ``preprocess_input`` normalises ``[0, 255]`` pixels with ImageNet mean/std
+(torchvision's preprocessing); the builders' ``include_preprocessing=True`` does it inside the model
+instead. ``decode_predictions`` turns ``(samples, 1000)`` ImageNet scores into ``(wordnet_id,
+class_name, score)`` tuples. The code lives in ``keras_lightnets.models.shufflenet_v2``; importing
+this module does not import TensorFlow.
+"""
+
+from keras_lightnets.models.shufflenet_v2 import (
+    ShuffleNetV2,
+    decode_predictions,
+    preprocess_input,
+)
+
+__all__ = ["ShuffleNetV2", "decode_predictions", "preprocess_input"]
