@@ -67,8 +67,9 @@ def preprocess_input(x, data_format=None, mode: str = "tf"):
             x -= 1.0
             return x
         return x / 127.5 - 1.0
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(_channel_shape(data_format))
-    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(_channel_shape(data_format))
+    shape = _channel_shape(data_format)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(shape)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(shape)
     if isinstance(x, np.ndarray):
         x /= 255.0
         x -= mean

@@ -615,14 +615,16 @@ def _channels_last_data(data: Any) -> Any:
 
 
 def _exportable(model: Any, *data: Any, what: str) -> tuple[Any, ...]:
-    """``(model, *data)`` ready for TFLite: the TensorFlow backend is required, and a
-    channels-first Keras 3 model is replaced by its channels-last twin
-    (``utils.channels_last_twin``: same weights, outputs checked) with its data moved
-    to channels-last, since TFLite files (and XNNPACK) are NHWC."""
+    """``(model, *data)`` ready for TFLite: ``model`` must be a Keras model
+    (``model_flavour``) on the TensorFlow backend, and a channels-first Keras 3 model
+    is replaced by its channels-last twin (``utils.channels_last_twin``: same weights,
+    outputs checked) with its data moved to channels-last, since TFLite files (and
+    XNNPACK) are NHWC."""
     from keras_lightnets._backend import require_tensorflow_backend
 
+    flavour = model_flavour(model)
     require_tensorflow_backend(what, model)
-    if model_flavour(model) == "keras" and is_channels_first(model):
+    if flavour == "keras" and is_channels_first(model):
         return (channels_last_twin(model), *(_channels_last_data(d) for d in data))
     return (model, *data)
 
@@ -660,7 +662,6 @@ def to_tflite(
     ``path`` (nor a temporary file) when anything fails.
     """
     started = time.perf_counter()
-    model_flavour(model)
     model, representative_data = _exportable(model, representative_data, what="TFLite export")
     flavour = model_flavour(model)
     quantization = _check_quantization(quantization)
@@ -839,7 +840,6 @@ def verify_tflite(
     """
     started = time.perf_counter()
     path = _check_tflite_path(path)
-    model_flavour(model)
     model, data = _exportable(model, data, what="verify_tflite")
     if num_samples is not None:
         _positive_int(num_samples, "num_samples")
