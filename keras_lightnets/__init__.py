@@ -25,17 +25,17 @@ from keras_lightnets.models.mobilenet_v1 import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
 from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
 from keras_lightnets.models.nasnet import NASNetMobile
+from keras_lightnets.models.registry import create_model, list_models, model_config
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
-from keras_lightnets.registry import create_model, list_models, model_config
 
 __version__ = "0.1.0"
 
 # Submodules reachable as attributes of the package, imported on first access.
 FAMILY_MODULES = ("mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet")
 LAZY_MODULES = (
-    "bench", "cli", "compression", "data", "errors", "export", "features", "imagenet", "layers", "legacy",
-    "macs", "model_files", "models", "registry", "training", "utils", "variants", "weights", *FAMILY_MODULES,
+    "cli", "compression", "data", "errors", "export", "files", "imagenet", "layers", "layout", "legacy",
+    "macs", "model_files", "models", "pipelines", "training", "validation", "weights", *FAMILY_MODULES,
 )
 
 

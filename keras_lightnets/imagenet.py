@@ -42,7 +42,7 @@ def _check_data_format(data_format) -> None:
 def _channel_shape(data_format) -> tuple[int, ...]:
     """Shape of per-channel statistics that broadcasts against images in ``data_format``."""
     if data_format is None:
-        from keras_lightnets.utils import image_data_format
+        from keras_lightnets.layout import image_data_format
 
         data_format = image_data_format()
     return (3, 1, 1) if data_format == "channels_first" else (3,)

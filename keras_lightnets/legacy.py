@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import keras_lightnets as _public
-from keras_lightnets import _backend, registry
+from keras_lightnets import _backend
 from keras_lightnets.layers import LAYER_NAMES, custom_objects, get_layer_class
+from keras_lightnets.models import registry
 
 FLAVOUR = "tf_keras"
 

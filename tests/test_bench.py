@@ -1,4 +1,4 @@
-"""``keras_lightnets.bench``, ``lightnets bench`` and ``tools/benchmark.py``: structure and numbers that do
+"""``keras_lightnets.pipelines.bench``, ``lightnets bench`` and ``tools/benchmark.py``: structure and numbers that do
 not depend on speed (facts, sizes, ratios, files, exit codes). No timing is asserted beyond "positive, finite"."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from keras_lightnets import bench, count_macs, create_model, list_models, model_config
+from keras_lightnets import count_macs, create_model, list_models, model_config
 from keras_lightnets.cli import bench as bench_cli
 from keras_lightnets.errors import InputError
+from keras_lightnets.pipelines import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["mobilenet_v2_035", "shufflenet_v2_x0_5"]

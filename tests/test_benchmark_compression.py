@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_lightnets.variants import VariantResult
+from keras_lightnets.pipelines.variants import VariantResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_short_real_run_writes_table_json_and_plot(script, tmp_path, capsys):
 
 def test_variant_names_are_checked_with_an_input_error():
     from keras_lightnets.errors import InputError
-    from keras_lightnets.variants import VARIANTS, check_variant_names
+    from keras_lightnets.pipelines.variants import VARIANTS, check_variant_names
 
     assert check_variant_names(list(VARIANTS)[:2]) == list(VARIANTS)[:2]
     for names in ([], ["float", "int4"]):

@@ -9,7 +9,7 @@ import pytest
 from conftest import image_batch, randomize_weights
 
 import keras_lightnets as kl
-from keras_lightnets import utils
+from keras_lightnets import layout
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import get_layer_class
 
@@ -59,7 +59,7 @@ def test_channels_first_model_matches_channels_last(name, tmp_path, channels_fir
     keras.config.set_image_data_format("channels_first")
     first = kl.create_model(name, weights=path, input_shape=(3, SIZE, SIZE), classes=7)
     assert first.input_shape == (None, 3, SIZE, SIZE)
-    assert utils.is_channels_first(first)
+    assert layout.is_channels_first(first)
     x = image_batch(SIZE, seed=5) / 127.5 - 1.0
     assert _relative(first.predict(_nchw(x), verbose=0), last.predict(x, verbose=0)) <= 1e-5
 
@@ -106,9 +106,9 @@ def test_channels_last_twin_exports_nhwc(tmp_path, channels_first):
     first = kl.create_model("shufflenet_v2_x0_5", weights=None, input_shape=(3, SIZE, SIZE), classes=7,
                             include_preprocessing=True)
     randomize_weights(first)
-    twin = utils.channels_last_twin(first)
-    assert twin.input_shape == (None, SIZE, SIZE, 3) and not utils.is_channels_first(twin)
-    assert utils.channels_last_twin(twin) is twin
+    twin = layout.channels_last_twin(first)
+    assert twin.input_shape == (None, SIZE, SIZE, 3) and not layout.is_channels_first(twin)
+    assert layout.channels_last_twin(twin) is twin
     x = image_batch(SIZE, batch=1, seed=7)
     expected = first.predict(_nchw(x), verbose=0)
     assert _relative(twin.predict(x, verbose=0), expected) <= 1e-5
@@ -151,12 +151,12 @@ def test_channels_last_twin_of_a_user_model(channels_first):
     x = keras.layers.Conv2D(4, 1)(base(inputs))
     outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
     user = keras.Model(inputs, outputs, name="user")
-    twin = utils.channels_last_twin(user)  # checks the outputs itself
+    twin = layout.channels_last_twin(user)  # checks the outputs itself
     assert twin.input_shape == (None, SIZE, SIZE, 3) and twin.layers[1].input_shape == (None, SIZE, SIZE, 3)
     x = image_batch(SIZE, seed=9)
     assert _relative(twin.predict(x, verbose=0), user.predict(_nchw(x), verbose=0)) <= 1e-5
 
     order = keras.Model(inputs, keras.layers.Dense(2, name="pixels")(keras.layers.Conv2D(4, 1)(inputs)))
     with pytest.raises(InputError, match="'pixels' \\(Dense\\)") as raised:
-        utils.channels_last_twin(order)
+        layout.channels_last_twin(order)
     assert "\n" not in str(raised.value)

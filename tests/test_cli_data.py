@@ -259,7 +259,7 @@ def test_list_has_no_trailing_spaces(capsys):
 
 
 def test_bench_plot_names_the_input_sizes():
-    from keras_lightnets import bench
+    from keras_lightnets.pipelines import bench
 
     rows = [bench.BenchRow(name="squeezenet1_1", family="squeezenet", input_size=160, params=1, macs=1, top1=58.2,
                            ours=bench.Measurements("squeezenet1_1", litert_ms={"int8": 1.0},
@@ -272,7 +272,7 @@ def test_bench_plot_names_the_input_sizes():
 
 def test_demo_plot_size_axis_is_in_kib():
     from keras_lightnets.cli import demo
-    from keras_lightnets.variants import VariantResult
+    from keras_lightnets.pipelines.variants import VariantResult
 
     results = {name: VariantResult(name=name, path=f"{name}.tflite", size_bytes=size, gzip_bytes=size,
                                    accuracy=0.9, keras_accuracy=0.9, top1_agreement=1.0, kernel_sparsity=0.0,

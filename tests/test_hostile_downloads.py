@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from keras_lightnets import errors
-from keras_lightnets.training.outputs import TEMP_MARK
+from keras_lightnets.files import TEMP_MARK
 from keras_lightnets.weights import download
 
 PAYLOAD = bytes(range(256)) * 256 + b"hostile-downloads payload"

@@ -390,7 +390,7 @@ def _dead_pid() -> int:
 
 
 def test_runs_remove_stale_temporaries_of_dead_processes_only(safe_keras_file, tmp_path, capsys):
-    from keras_lightnets.training.outputs import TEMP_MARK
+    from keras_lightnets.files import TEMP_MARK
 
     dead, mine = _dead_pid(), os.getpid()
     for command in ("export", "compress"):

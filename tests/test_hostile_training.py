@@ -20,8 +20,8 @@ import pytest
 
 from keras_lightnets import create_model, errors, list_models, model_config
 from keras_lightnets.cli import main
+from keras_lightnets.files import TEMP_MARK
 from keras_lightnets.training import fine_tune
-from keras_lightnets.training.outputs import TEMP_MARK
 
 fine_tune_module = importlib.import_module("keras_lightnets.training.fine_tune")  # the package exports the function
 
@@ -286,8 +286,8 @@ def test_train_empty_data_folder_and_garbage_weights_exit_2(tmp_path, capsys):
 
 
 def test_commands_map_input_errors_to_2_and_failures_to_1(tmp_path, monkeypatch, capsys):
-    from keras_lightnets import bench
     from keras_lightnets.cli import demo
+    from keras_lightnets.pipelines import bench
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -14,7 +14,7 @@ from conftest import image_batch, randomize_weights
 
 import keras_lightnets
 from keras_lightnets import count_macs, create_model, legacy, list_models, model_config
-from keras_lightnets.registry import FEATURE_STRIDES
+from keras_lightnets.models.registry import FEATURE_STRIDES
 
 ALL = list_models()
 SMALL = 96  # input side for tests that do not need the default size

@@ -87,7 +87,7 @@ def test_the_compress_fine_tune_of_one_epoch_reaches_the_target():
     # What `lightnets compress --prune 0.5 --prune-epochs 1` runs: a ramp over one epoch of 9 steps
     # with a mask every 2 (it used to end at step 10, after the run: 0.496). A kernel of 1728 weights
     # leaves no rounding room to hide that.
-    from keras_lightnets.variants import Recipe, VariantSpec, make_variant
+    from keras_lightnets.pipelines.variants import Recipe, VariantSpec, make_variant
 
     images = image_batch(SIZE, batch=18, seed=4)
     labels = np.arange(18) % 3

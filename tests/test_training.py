@@ -19,8 +19,8 @@ import pytest
 from conftest import randomize_weights
 
 from keras_lightnets.cli import train as train_cli
+from keras_lightnets.files import TEMP_MARK
 from keras_lightnets.training import HEAD_LAYERS, block_groups, build_classifier, fine_tune, unfreeze_top_blocks
-from keras_lightnets.training.outputs import TEMP_MARK
 from keras_lightnets.training.strategy import mixed_precision_helps, resolve_mixed_precision
 
 SMALL = "mobilenet_v3_small_075"  # learns digits from scratch at 32x32 in two short epochs

@@ -26,7 +26,7 @@ from conftest import image_batch, randomize_weights
 
 import keras_lightnets
 import keras_lightnets.models
-from keras_lightnets.models import _common
+from keras_lightnets.models import builder
 from keras_lightnets.weights import download
 
 REPO = Path(__file__).resolve().parents[1]
@@ -401,12 +401,12 @@ def _intercepted_fetch():
         requested.append(imagenet_file())
         raise _FetchedError(requested[-1])
 
-    original = _common.apply_weights
-    _common.apply_weights = fake_apply_weights
+    original = builder.apply_weights
+    builder.apply_weights = fake_apply_weights
     try:
         yield requested
     finally:
-        _common.apply_weights = original
+        builder.apply_weights = original
 
 
 def _files_requested_by_builder(name: str) -> list[tuple[str, int, bool]]:

@@ -2,7 +2,7 @@
 """Benchmark keras_lightnets models against their keras.applications twins.
 
 A thin wrapper over ``keras_lightnets.cli.bench`` (the same command as ``lightnets bench``;
-the measuring is ``keras_lightnets.bench.benchmark_models``): prints the Markdown table
+the measuring is ``keras_lightnets.pipelines.bench.benchmark_models``): prints the Markdown table
 and writes ``DIR/bench.md``, ``DIR/bench.png`` and ``DIR/bench.json``.
 ``python tools/benchmark.py --help`` lists the options. Example::
 

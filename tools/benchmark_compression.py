@@ -3,7 +3,7 @@
 For each model (default: MobileNetV2 0.35, MobileNetV3Small, ShuffleNetV2 0.5) this
 trains a classifier on the digits' training split (upscaled to --image-size) with a
 fixed recipe (`lightnets train` from scratch: --epochs frozen-phase epochs then
---fine-tune-epochs), makes every variant of `keras_lightnets.variants`, measures
+--fine-tune-epochs), makes every variant of `keras_lightnets.pipelines.variants`, measures
 each .tflite with LiteRT on the held-out split (accuracy, size, gzip size, zeros
 in conv/dense kernels, latency), and checks the targets:
 
@@ -30,7 +30,7 @@ import platform
 import sys
 
 from keras_lightnets.export.delegation import format_op_counts
-from keras_lightnets.variants import VARIANTS
+from keras_lightnets.pipelines.variants import VARIANTS
 
 DEFAULT_MODELS = ("mobilenet_v2_035", "mobilenet_v3_small_100", "shufflenet_v2_x0_5")
 
@@ -83,7 +83,7 @@ def markdown(all_results: dict, label: str, args) -> str:
              f"Machine: {label}.", "",
              f"Recipe: from scratch, {args.epochs}+{args.fine_tune_epochs} epochs (`lightnets train`); "
              "pruning 3 epochs (polynomial ramp) at Adam 2e-4, QAT 2 epochs at Adam 1e-5 (2e-4 after pruning) "
-             "(`keras_lightnets.variants.Recipe`). "
+             "(`keras_lightnets.pipelines.variants.Recipe`). "
              "Accuracy: LiteRT on the 359 held-out images. Files "
              + ("without tensor names (`--strip-names`)." if args.strip_names else "with tensor names."), "",
              "| model | variant | accuracy | Δ vs Keras (pt) | size KiB | gzip KiB | size / float | "
@@ -126,7 +126,7 @@ def plot(all_results: dict, path: str) -> None:
     right.set_ylabel("median latency (ms)")
     right.tick_params(axis="x", rotation=90, labelsize=5)
     figure.tight_layout()
-    from keras_lightnets.training.outputs import atomic_path
+    from keras_lightnets.files import atomic_path
 
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110)
@@ -149,10 +149,10 @@ def main(argv=None) -> int:
 
     import keras
 
-    from keras_lightnets import variants
     from keras_lightnets.data.sources import load_images
+    from keras_lightnets.files import write_json, write_text
+    from keras_lightnets.pipelines import variants
     from keras_lightnets.training import fine_tune
-    from keras_lightnets.training.outputs import write_json, write_text
 
     os.makedirs(args.output, exist_ok=True)
     size = (args.image_size, args.image_size)

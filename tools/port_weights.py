@@ -52,7 +52,7 @@ def _check_arguments(src: Path, output: Path) -> str | None:
 def port(src: str | os.PathLike, arch: str, output: str | os.PathLike) -> Path:
     """Port ``src`` into the registered model ``arch`` and write ``output`` atomically."""
     from keras_lightnets import create_model
-    from keras_lightnets.training.outputs import temp_file_beside
+    from keras_lightnets.files import temp_file_beside
 
     output = Path(output)
     model = create_model(arch, weights=os.fspath(src))

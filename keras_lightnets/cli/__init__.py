@@ -59,7 +59,7 @@ def _cmd_list(args) -> int:
 
 def _cmd_info(args) -> int:
     from keras_lightnets import model_config
-    from keras_lightnets.registry import weight_sources
+    from keras_lightnets.models.registry import weight_sources
 
     try:
         config = model_config(args.name)

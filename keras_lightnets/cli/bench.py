@@ -1,5 +1,5 @@
 """``lightnets bench [NAMES...]``: latency, size and MACs of registry models vs their
-``keras.applications`` twins (see ``keras_lightnets.bench``); also ``tools/benchmark.py``.
+``keras.applications`` twins (see ``keras_lightnets.pipelines.bench``); also ``tools/benchmark.py``.
 
 Writes ``OUTPUT/bench.md`` (the Markdown table, also printed on stdout),
 ``OUTPUT/bench.png`` (latency vs top-1, size vs latency) and ``OUTPUT/bench.json``,
@@ -24,8 +24,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from keras_lightnets import bench, errors
+from keras_lightnets import errors
 from keras_lightnets.cli._args import positive_int
+from keras_lightnets.pipelines import bench
 
 PROG = "lightnets bench"
 DEFAULT_MODELS = ("mobilenet_v2_035", "mobilenet_v3_small_100", "shufflenet_v2_x0_5", "squeezenet1_1",
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         _error(f"--output {args.output!r} exists and is not a folder")
         return 2
     try:
-        from keras_lightnets.registry import list_models
+        from keras_lightnets.models.registry import list_models
 
         names = bench.resolve_names(list_models() if args.all else (args.names or DEFAULT_MODELS))
     except ValueError as err:

@@ -140,11 +140,12 @@ def compress(args) -> dict:
     """Run the command; returns the report written beside the output."""
     import numpy as np
 
-    from keras_lightnets import compression, variants
+    from keras_lightnets import compression
     from keras_lightnets.data.sources import load_images
+    from keras_lightnets.files import remove_stale_temporaries
     from keras_lightnets.imagenet import preprocess_input
     from keras_lightnets.model_files import model_kind
-    from keras_lightnets.training.outputs import remove_stale_temporaries
+    from keras_lightnets.pipelines import variants
 
     kind = model_kind(args.model)
     outputs = _check_paths(args, kind)
@@ -188,7 +189,7 @@ def compress(args) -> dict:
         "overall_sparsity": compression.overall_sparsity(rows), "layers": [r.as_dict() for r in rows],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    from keras_lightnets.training.outputs import save_model, write_json, write_text
+    from keras_lightnets.files import save_model, write_json, write_text
 
     staged = []
     try:

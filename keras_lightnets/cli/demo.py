@@ -3,7 +3,7 @@
 1. ``lightnets train`` of ``--model`` (default ``mobilenet_v3_small_100``) on the
    digits upscaled to ``--image-size`` pixels, from ImageNet weights when they
    are in the Keras cache, from scratch otherwise (``weights="auto"``);
-2. three ``.tflite`` variants (``keras_lightnets.variants``): ``float``,
+2. three ``.tflite`` variants (``keras_lightnets.pipelines.variants``): ``float``,
    ``int8_ptq`` (post-training int8) and ``int8_qat_pruned50`` (50% pruned +
    sparsity-preserving QAT), each evaluated with LiteRT on the held-out split
    and benchmarked;
@@ -25,7 +25,7 @@ import time
 
 from keras_lightnets import errors
 from keras_lightnets.cli._args import natural_int, positive_int
-from keras_lightnets.variants import DEMO_VARIANTS, VARIANTS
+from keras_lightnets.pipelines.variants import DEMO_VARIANTS, VARIANTS
 
 PROG = "lightnets demo"
 DESCRIPTION = ("Train a registered model on the bundled digits, export float, int8 and pruned int8 TFLite "
@@ -87,7 +87,7 @@ def plot_figure(results: dict, title: str):
 
 def write_plot(results: dict, path: str, title: str) -> None:
     """``plot_figure`` as a PNG at ``path``, written atomically."""
-    from keras_lightnets.training.outputs import atomic_path
+    from keras_lightnets.files import atomic_path
 
     figure = plot_figure(results, title)
     with atomic_path(path) as temporary:
@@ -98,10 +98,10 @@ def demo(args) -> dict:
     """Train, make the variants, write the report; returns the report."""
     import numpy as np
 
-    from keras_lightnets import variants
     from keras_lightnets.data.sources import load_images
+    from keras_lightnets.files import write_json
+    from keras_lightnets.pipelines import variants
     from keras_lightnets.training import fine_tune
-    from keras_lightnets.training.outputs import write_json
 
     names = variants.check_variant_names([n.strip() for n in args.variants.split(",") if n.strip()])
     say = (lambda message: None) if args.quiet else (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True))
@@ -147,8 +147,8 @@ def demo(args) -> dict:
 def _argument_error(args: argparse.Namespace) -> str | None:
     """Why ``args`` are unusable (checked before TensorFlow is imported), or None."""
     from keras_lightnets import list_models
+    from keras_lightnets.pipelines.variants import check_variant_names
     from keras_lightnets.training.fine_tune import check_output_dir
-    from keras_lightnets.variants import check_variant_names
 
     if args.model not in list_models():
         return f"unknown model {args.model!r}; see `lightnets list`"

@@ -574,7 +574,7 @@ def to_tf_keras(model, *, check: bool = True, sample: np.ndarray | None = None):
     A tf_keras model is returned as it is. ``check`` compares both models' outputs
     on ``sample`` (default: a random batch) and raises ``TranslationError`` if they
     differ. A channels-first model is translated from its channels-last twin
-    (``utils.channels_last_twin``; ``sample`` is then given channels-first and
+    (``layout.channels_last_twin``; ``sample`` is then given channels-first and
     moved). Nested Functional/Sequential models are flattened into one graph; a
     nested layer whose name clashes gets its parent's name as a prefix. Layers
     that are the identity at inference (``AUGMENTATION_LAYERS``) are left out, with
@@ -590,7 +590,7 @@ def to_tf_keras(model, *, check: bool = True, sample: np.ndarray | None = None):
     if flavour == "tf_keras":
         return model
     _backend.require_tensorflow_backend("compression (TFMOT)", model)
-    from keras_lightnets.utils import channels_last_twin, is_channels_first
+    from keras_lightnets.layout import channels_last_twin, is_channels_first
 
     if is_channels_first(model):  # TFMOT and TFLite are NHWC: the twin has the same weights and outputs
         if sample is not None:

@@ -43,8 +43,8 @@ from keras_lightnets import errors
 from keras_lightnets.cli._args import positive_int
 from keras_lightnets.export.delegation import format_op_counts
 from keras_lightnets.export.tflite import QUANTIZATION_MODES, ConversionError
+from keras_lightnets.files import remove_stale_temporaries, temp_file_beside
 from keras_lightnets.model_files import MODEL_SUFFIXES, check_outputs_spare_inputs, load_model_file, model_kind
-from keras_lightnets.training.outputs import remove_stale_temporaries, temp_file_beside
 
 PROG = "convert_tflite"
 DATA_FORMS = "a .npy file (N, H, W, C), a folder of class subfolders, 'digits', 'tfds:NAME[:SPLIT]' or 'random'"

@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from keras_lightnets.errors import InputError
+from keras_lightnets.files import temp_file_beside
 from keras_lightnets.layers import int8_graph, nested_layers
-from keras_lightnets.training.outputs import temp_file_beside
-from keras_lightnets.utils import channels_last_twin, check_bool, is_channels_first
+from keras_lightnets.layout import channels_last_twin, is_channels_first
+from keras_lightnets.validation import check_bool
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 MAX_REPRESENTATIVE_SAMPLES = 100
@@ -617,7 +618,7 @@ def _channels_last_data(data: Any) -> Any:
 def _exportable(model: Any, *data: Any, what: str) -> tuple[Any, ...]:
     """``(model, *data)`` ready for TFLite: ``model`` must be a Keras model
     (``model_flavour``) on the TensorFlow backend, and a channels-first Keras 3 model
-    is replaced by its channels-last twin (``utils.channels_last_twin``: same weights,
+    is replaced by its channels-last twin (``layout.channels_last_twin``: same weights,
     outputs checked) with its data moved to channels-last, since TFLite files (and
     XNNPACK) are NHWC."""
     from keras_lightnets._backend import require_tensorflow_backend

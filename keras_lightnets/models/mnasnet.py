@@ -14,11 +14,19 @@ explicit ``ZeroPadding2D`` + ``valid`` for stride 2). Inputs are
 
 from __future__ import annotations
 
-from keras_lightnets import _backend, features, imagenet
-from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, conv_bn, inverted_residual
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import channels, check_alpha, check_rate, make_divisible
+from keras_lightnets import _backend, imagenet
+from keras_lightnets.layout import channels
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import BatchNorm, activation, classifier_or_pooling, conv_bn, inverted_residual
+from keras_lightnets.models.builder import (
+    check_alpha,
+    finish_model,
+    in_model_preprocessing,
+    make_divisible,
+    prepare_input,
+)
+from keras_lightnets.models.registry import register_model
+from keras_lightnets.validation import check_rate
 
 PAPER = "https://arxiv.org/abs/1807.11626"
 PRETRAINED_ALPHAS_B1 = (0.5, 0.75, 1.0, 1.3)

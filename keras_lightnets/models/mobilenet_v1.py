@@ -6,11 +6,18 @@ so its ImageNet ``.h5`` files load as they are.
 
 from __future__ import annotations
 
-from keras_lightnets import _backend, features, imagenet
-from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import check_alpha, check_choice, check_positive_int, check_rate
+from keras_lightnets import _backend, imagenet
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import BatchNorm, activation, conv_bn, global_pool
+from keras_lightnets.models.builder import (
+    check_alpha,
+    finish_model,
+    in_model_preprocessing,
+    prepare_input,
+    pretrained_size,
+)
+from keras_lightnets.models.registry import register_model
+from keras_lightnets.validation import check_choice, check_positive_int, check_rate
 
 PAPER = "https://arxiv.org/abs/1704.04861"
 PRETRAINED_ALPHAS = (0.25, 0.5, 0.75, 1.0)

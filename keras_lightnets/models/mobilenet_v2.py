@@ -6,17 +6,25 @@ so its ImageNet ``.h5`` files load as they are.
 
 from __future__ import annotations
 
-from keras_lightnets import features, imagenet
-from keras_lightnets.blocks import (
+from keras_lightnets import imagenet
+from keras_lightnets.layout import channels
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import (
     BatchNorm,
     InvertedResidualNames,
     classifier_or_pooling,
     conv_bn,
     inverted_residual,
 )
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import channels, check_alpha, make_divisible
+from keras_lightnets.models.builder import (
+    check_alpha,
+    finish_model,
+    in_model_preprocessing,
+    make_divisible,
+    prepare_input,
+    pretrained_size,
+)
+from keras_lightnets.models.registry import register_model
 
 PAPER = "https://arxiv.org/abs/1801.04381"
 PRETRAINED_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)

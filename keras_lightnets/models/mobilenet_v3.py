@@ -9,11 +9,20 @@ models quantize with TFMOT and load under ``safe_mode``.
 
 from __future__ import annotations
 
-from keras_lightnets import _backend, features, imagenet
-from keras_lightnets.blocks import BatchNorm, activation, conv_bn, global_pool, inverted_residual
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import channels, check_alpha, check_bool, check_rate, make_divisible
+from keras_lightnets import _backend, imagenet
+from keras_lightnets.layout import channels
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import BatchNorm, activation, conv_bn, global_pool, inverted_residual
+from keras_lightnets.models.builder import (
+    check_alpha,
+    finish_model,
+    in_model_preprocessing,
+    make_divisible,
+    prepare_input,
+    pretrained_size,
+)
+from keras_lightnets.models.registry import register_model
+from keras_lightnets.validation import check_bool, check_rate
 
 PAPER = "https://arxiv.org/abs/1905.02244"
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"

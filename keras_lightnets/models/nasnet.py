@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from keras_lightnets import _backend, features, imagenet
-from keras_lightnets.blocks import BatchNorm, activation, classifier_or_pooling, pad_for_stride
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input, pretrained_size
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import channel_axis, channels, check_positive_int, image_shape
+from keras_lightnets import _backend, imagenet
+from keras_lightnets.layout import channel_axis, channels, image_shape
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import BatchNorm, activation, classifier_or_pooling, pad_for_stride
+from keras_lightnets.models.builder import finish_model, in_model_preprocessing, prepare_input, pretrained_size
+from keras_lightnets.models.registry import register_model
+from keras_lightnets.validation import check_positive_int
 
 PAPER = "https://arxiv.org/abs/1707.07012"
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"

@@ -16,12 +16,19 @@ BatchNorm: epsilon 1e-5, momentum 0.9 (PyTorch's defaults). Inputs are
 
 from __future__ import annotations
 
-from keras_lightnets import _backend, features, imagenet
-from keras_lightnets.blocks import BatchNorm, classifier_or_pooling, conv_bn, pad_for_stride
+from keras_lightnets import _backend, imagenet
 from keras_lightnets.layers import get_layer_class
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import channel_axis, check_alpha, make_divisible
+from keras_lightnets.layout import channel_axis
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import BatchNorm, classifier_or_pooling, conv_bn, pad_for_stride
+from keras_lightnets.models.builder import (
+    check_alpha,
+    finish_model,
+    in_model_preprocessing,
+    make_divisible,
+    prepare_input,
+)
+from keras_lightnets.models.registry import register_model
 
 PAPER = "https://arxiv.org/abs/1807.11164"
 PRETRAINED_ALPHAS = (0.5, 1.0, 1.5, 2.0)

@@ -12,11 +12,13 @@ Inputs are ``(batch, height, width, 3)`` RGB normalised with ImageNet mean/std
 
 from __future__ import annotations
 
-from keras_lightnets import _backend, features, imagenet
-from keras_lightnets.blocks import global_pool
-from keras_lightnets.models._common import finish_model, in_model_preprocessing, prepare_input
-from keras_lightnets.registry import register_model
-from keras_lightnets.utils import channel_axis, check_choice, check_rate
+from keras_lightnets import _backend, imagenet
+from keras_lightnets.layout import channel_axis
+from keras_lightnets.models import features
+from keras_lightnets.models.blocks import global_pool
+from keras_lightnets.models.builder import finish_model, in_model_preprocessing, prepare_input
+from keras_lightnets.models.registry import register_model
+from keras_lightnets.validation import check_choice, check_rate
 
 PAPER = "https://arxiv.org/abs/1602.07360"
 VERSIONS = ("1.0", "1.1")

@@ -8,7 +8,6 @@ a frozen base, then the top blocks (``blocks``), with checkpoints, resume and
 
 from __future__ import annotations
 
-from keras_lightnets.training.blocks import block_groups, block_key, freeze_base, unfreeze_top_blocks
 from keras_lightnets.training.fine_tune import (
     HEAD_LAYERS,
     FineTuneResult,
@@ -17,6 +16,7 @@ from keras_lightnets.training.fine_tune import (
     fine_tune,
 )
 from keras_lightnets.training.strategy import StrategyInfo, make_strategy, mixed_precision_helps
+from keras_lightnets.training.unfreeze import block_groups, block_key, freeze_base, unfreeze_top_blocks
 
 __all__ = [
     "HEAD_LAYERS", "FineTuneResult", "StrategyInfo", "TrainingDivergedError",

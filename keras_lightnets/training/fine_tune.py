@@ -45,11 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keras_lightnets import files
 from keras_lightnets.errors import InputError, one_line
-from keras_lightnets.training import outputs
-from keras_lightnets.training.blocks import freeze_base, is_batch_norm, unfreeze_top_blocks
 from keras_lightnets.training.distributed import fit_distributed
 from keras_lightnets.training.strategy import make_strategy, resolve_mixed_precision
+from keras_lightnets.training.unfreeze import freeze_base, is_batch_norm, unfreeze_top_blocks
 
 HEAD_LAYERS = ("head_dropout", "predictions")
 BEST = "best.keras"
@@ -77,7 +77,7 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class FineTuneResult:
-    """What a run produced. ``history``: one dict per epoch (``outputs.HISTORY_COLUMNS``);
+    """What a run produced. ``history``: one dict per epoch (``files.HISTORY_COLUMNS``);
     ``weights``: the starting weights actually used (``"imagenet"``, a path or None);
     ``model``: the model after the last epoch (not necessarily the best)."""
 
@@ -123,7 +123,7 @@ def _build_base(model_name: str, weights, input_tensor):
     """``(base, weights used)`` built on ``input_tensor``; ``weights="auto"``: ImageNet when
     available offline, else None."""
     from keras_lightnets import model_config
-    from keras_lightnets.registry import create_model
+    from keras_lightnets.models.registry import create_model
 
     kwargs = {"include_top": False, "pooling": "avg", "input_tensor": input_tensor}
     if weights == "auto":
@@ -253,9 +253,9 @@ def _state_problem(state) -> str | None:
     if math.isnan(state["best_val_accuracy"]) or not 0 <= state["best_epoch"] <= epoch:
         return "'best_val_accuracy' must be a number and 'best_epoch' in 0..'epoch'"
     for row in state["history"]:
-        if not isinstance(row, dict) or any(c not in row for c in outputs.HISTORY_COLUMNS):
-            return f"every 'history' row must hold {list(outputs.HISTORY_COLUMNS)}"
-        numbers = [row[c] for c in outputs.HISTORY_COLUMNS if c not in ("epoch", "phase")]
+        if not isinstance(row, dict) or any(c not in row for c in files.HISTORY_COLUMNS):
+            return f"every 'history' row must hold {list(files.HISTORY_COLUMNS)}"
+        numbers = [row[c] for c in files.HISTORY_COLUMNS if c not in ("epoch", "phase")]
         if (isinstance(row["epoch"], bool) or not isinstance(row["epoch"], int) or row["epoch"] < 1
                 or not isinstance(row["phase"], str) or not all(_is_number(v) for v in numbers)):
             return f"a 'history' row has a wrong type: {row!r:.80}"
@@ -324,7 +324,7 @@ def check_output_dir(output_dir: str | os.PathLike, *, resume: bool = False, ove
     try:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = outputs.temp_file_beside(folder / "write-probe", ".probe")
+            fd, probe = files.temp_file_beside(folder / "write-probe", ".probe")
             os.close(fd)
             os.remove(probe)
         finally:
@@ -413,10 +413,10 @@ class _Run:
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
         if row["val_accuracy"] > self.best:
             self.best, self.best_epoch = row["val_accuracy"], epoch
-            outputs.save_model(model, self.work_dir / BEST)
+            files.save_model(model, self.work_dir / BEST)
         name = f"epoch-{epoch:03d}.keras"
-        outputs.save_model(model, self.checkpoints / name)
-        outputs.write_json(self.checkpoints / STATE, {
+        files.save_model(model, self.checkpoints / name)
+        files.write_json(self.checkpoints / STATE, {
             "version": STATE_VERSION, "epoch": epoch, "phase": phase, "checkpoint": name,
             "best_val_accuracy": self.best, "best_epoch": self.best_epoch, "history": self.history,
             "config": self.config,
@@ -424,7 +424,7 @@ class _Run:
         for old in self.checkpoints.glob("epoch-*.keras"):
             if old.name != name:
                 old.unlink()
-        outputs.write_history_csv(self.work_dir / HISTORY_CSV, self.history)
+        files.write_history_csv(self.work_dir / HISTORY_CSV, self.history)
 
 
 def _diverged(what: str, epoch: int, learning_rate: float | None) -> TrainingDivergedError:
@@ -645,7 +645,7 @@ def fine_tune(
 
     work_dir = output_dir if info.is_chief else Path(tempfile.mkdtemp(prefix="lightnets-worker-"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    outputs.remove_stale_temporaries(work_dir)
+    files.remove_stale_temporaries(work_dir)
     run_config = {"model": model_name, "image_size": size, "class_names": class_names}
     run = _Run(work_dir, run_config, replacing=state is None and bool(previous_run_files(work_dir)))
     if multi:
@@ -733,8 +733,8 @@ def fine_tune(
                 say(f"phase 2/2: {what}, epochs {start + 1}..{total}")
                 train(start, total, 2)
         if run.history:
-            outputs.write_history_csv(work_dir / HISTORY_CSV, run.history)
-            outputs.write_history_png(work_dir / HISTORY_PNG, run.history,
+            files.write_history_csv(work_dir / HISTORY_CSV, run.history)
+            files.write_history_png(work_dir / HISTORY_PNG, run.history,
                                       title=f"{model_name} on {data if isinstance(data, str) else 'custom data'}")
         say(f"best validation accuracy {run.best:.4f} at epoch {run.best_epoch}; wrote {work_dir / BEST}, "
             f"{work_dir / HISTORY_CSV}, {work_dir / HISTORY_PNG}")

@@ -269,7 +269,7 @@ def make_entry(url: str, *, hash: str | None, sha256: str | None, size: int | No
 
 def write_manifest(path: str | os.PathLike, document: dict[str, Any]) -> None:
     """Check and write a manifest document as sorted, indented JSON, atomically (``training.outputs``)."""
-    from keras_lightnets.training.outputs import write_text
+    from keras_lightnets.files import write_text
 
     check_manifest(document, f"weights manifest {os.fspath(path)}")
     write_text(path, json.dumps(document, indent=1, sort_keys=True) + "\n")
@@ -378,7 +378,7 @@ def fetch(file_name: str) -> str:
     mirror file or download that fails its checks, ``OSError`` when the download
     fails (network, HTTP status, timeouts).
     """
-    from keras_lightnets.training.outputs import remove_stale_temporaries
+    from keras_lightnets.files import remove_stale_temporaries
 
     entry = manifest_entry(file_name)
     _warn_if_weak(file_name, entry)
@@ -492,7 +492,7 @@ def _stream(url: str, out, limit: int) -> tuple[int, dict[str, str]]:
 
 
 def _download(file_name: str, entry: dict[str, Any], target: Path, mirror: str | None) -> str:
-    from keras_lightnets.training.outputs import temp_file_beside
+    from keras_lightnets.files import temp_file_beside
 
     url = entry["url"]
     target.parent.mkdir(parents=True, exist_ok=True)

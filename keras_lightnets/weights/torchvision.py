@@ -908,12 +908,12 @@ def write_weights_h5(arrays: Mapping[str, list[np.ndarray]], path: str | os.Path
 
     Groups are named by layer name (``vars`` carries the name too), so the file
     loads by name into either flavour. The data goes to a marked temporary file in
-    the same folder (``training.outputs.atomic_path``) that is renamed into place,
+    the same folder (``files.atomic_path``) that is renamed into place,
     so a failure leaves nothing behind.
     """
     import h5py
 
-    from keras_lightnets.training.outputs import atomic_path
+    from keras_lightnets.files import atomic_path
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         group = h5.create_group("layers")

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from keras_lightnets import _backend, features
+from keras_lightnets import _backend
 from keras_lightnets.errors import InputError
+from keras_lightnets.models import features
 
 PREPROCESSING = {
     "tf": "scale pixels from [0, 255] to [-1, 1] (preprocess_input, mode 'tf')",
@@ -198,7 +199,7 @@ def create_model(
 
 
 def _feature_model(base, by_stride: dict[int, Any], out_indices, name: str):
-    from keras_lightnets.utils import channels
+    from keras_lightnets.layout import channels
 
     strides = [s for s in FEATURE_STRIDES if s in by_stride]
     if out_indices is None:

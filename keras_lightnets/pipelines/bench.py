@@ -47,8 +47,8 @@ from typing import Any
 from keras_lightnets.errors import InputError
 from keras_lightnets.export.delegation import format_op_counts
 from keras_lightnets.export.tflite import QUANTIZATION_MODES
-from keras_lightnets.training.outputs import atomic_path, write_text
-from keras_lightnets.utils import check_positive_int
+from keras_lightnets.files import atomic_path, write_text
+from keras_lightnets.validation import check_positive_int
 
 DEFAULT_KERAS_BATCHES = (1, 32)
 DEFAULT_QUANTIZATIONS = ("none", "int8")
@@ -160,7 +160,7 @@ def resolve_names(names: Iterable[str]) -> list[str]:
     """Registry names for ``names`` (names or shell patterns such as ``"mobilenet_v3*"``), in
     order and without duplicates; ``InputError`` naming ``keras_lightnets.list_models()`` for an
     unknown name or a pattern that matches nothing."""
-    from keras_lightnets.registry import list_models, model_config
+    from keras_lightnets.models.registry import list_models, model_config
 
     resolved: list[str] = []
     for entry in names:
@@ -189,7 +189,7 @@ def twin_of(name: str) -> tuple[str, dict[str, Any]] | None:
     ``MobileNetV3Small``/``MobileNetV3Large``, ``nasnet`` -> ``NASNetMobile``) and the
     registry kwargs give ``alpha``/``depth_multiplier``/``minimalistic``.
     """
-    from keras_lightnets.registry import model_config
+    from keras_lightnets.models.registry import model_config
 
     config = model_config(name)
     kwargs = {k: config.kwargs[k] for k in _TWIN_KWARGS if k in config.kwargs}
@@ -420,7 +420,7 @@ def benchmark_models(
     import numpy as np
 
     from keras_lightnets import count_macs
-    from keras_lightnets.registry import create_model, model_config
+    from keras_lightnets.models.registry import create_model, model_config
 
     keras_threads = _set_tensorflow_threads(threads)
     own_folder = output_dir is None
@@ -622,7 +622,7 @@ def _sizes_text(sizes: Iterable[int]) -> str:
 
 def _paper_sizes(rows: Sequence[BenchRow]) -> str:
     """The input size(s) at which the papers measured the rows' top-1 (the registry's input size)."""
-    from keras_lightnets.registry import model_config
+    from keras_lightnets.models.registry import model_config
 
     sizes = []
     for r in rows:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from keras_lightnets import _backend
 from keras_lightnets.layers import get_layer_class
-from keras_lightnets.utils import channel_axis, channels, correct_pad, spatial_size
+from keras_lightnets.layout import channel_axis, channels, spatial_size
+from keras_lightnets.models.builder import correct_pad
 
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid", "sigmoid")
 
