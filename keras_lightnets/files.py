@@ -1,10 +1,13 @@
-"""Atomic output files: write to a temporary file in the same folder, then ``os.replace``.
+"""The package's file writing: every output goes to a temporary name beside it, then ``os.replace``.
 
-A crash, Ctrl-C or kill leaves either the old file or the new one, never half of
-one. Every temporary file or folder the package makes beside an output is named
-``TEMP_MARK + <pid> + "-" + ...``: it is removed when the write fails, and after a
-kill by ``remove_stale_temporaries`` on the next run, which deletes only marked
-entries whose process is gone (a concurrent run's temporaries are left alone).
+``atomic_path`` / ``write_bytes`` / ``write_text`` / ``write_json`` / ``save_model`` write one
+file; ``Staging`` writes a set of files that appear all together or not at all. A crash,
+Ctrl-C or kill leaves either the old file or the new one, never half of one.
+
+Every temporary file or folder the package makes beside an output is named
+``TEMP_MARK + <pid> + "-" + ...``: it is removed when the write fails, and after a kill
+by ``remove_stale_temporaries`` on the next run, which deletes only marked entries whose
+process is gone (a concurrent run's temporaries are left alone).
 """
 
 from __future__ import annotations
@@ -55,11 +58,12 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path`` (same suffix); on success it replaces ``path``."""
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` (``path``'s suffix, or ``suffix`` such as
+    ``".weights.h5"``); when the block ends without an error it replaces ``path``, else it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
+    fd, tmp = temp_file_beside(path, suffix)
     os.close(fd)
     try:
         yield tmp
@@ -69,6 +73,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(tmp)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf8") as f:
         f.write(text)
@@ -76,6 +88,73 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, data) -> None:
     write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+class Staging:
+    """A set of output files that appear together or not at all.
+
+    ``reserve(final)`` gives a marked temporary path beside ``final`` to write to;
+    ``commit()`` renames every reserved file into place (if a rename fails, the files
+    already renamed are removed again); ``discard()`` removes the temporaries. Used as a
+    context manager it commits when the block succeeds and discards when it raises::
+
+        with Staging() as staging:
+            write_report(staging.reserve("report.json"))
+            staging.write_text("labels.txt", "cat\ndog\n")
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str]] = []
+
+    def reserve(self, final: str | os.PathLike, suffix: str | None = None) -> str:
+        """A new temporary path for ``final`` (``final``'s suffix, or ``suffix``)."""
+        final = os.fspath(final)
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file_beside(final, suffix)
+        os.close(fd)
+        self.pending.append((tmp, final))
+        return tmp
+
+    def write_text(self, final: str | os.PathLike, text: str) -> None:
+        with open(self.reserve(final), "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def write_bytes(self, final: str | os.PathLike, data: bytes) -> None:
+        with open(self.reserve(final), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self) -> list[str]:
+        """Rename every reserved file into place; returns the final paths."""
+        done: list[str] = []
+        try:
+            for tmp, final in self.pending:
+                os.replace(tmp, final)
+                done.append(final)
+        except BaseException:
+            for final in done:
+                with contextlib.suppress(OSError):
+                    os.remove(final)
+            self.discard()
+            raise
+        self.pending = []
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        self.pending = []
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 def save_model(model, path: str | os.PathLike) -> None:

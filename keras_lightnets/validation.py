@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def check_choice(argument: str, value, allowed: Sequence) -> None:
     """Raise ``ValueError`` naming ``argument`` and ``allowed`` unless ``value`` is allowed."""
@@ -31,8 +33,17 @@ def check_bool(argument: str, value) -> bool:
     return value
 
 
-def check_positive_int(argument: str, value) -> int:
-    """``value``; ``ValueError`` naming ``argument`` unless it is an int >= 1 (not a bool)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{argument}` must be a positive int; received {argument}={value!r}")
-    return value
+def is_int(value) -> bool:
+    """Whether ``value`` is an int (numpy ints included) and not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def check_positive_int(argument: str, value, *, allow_none: bool = False, error: type[ValueError] = ValueError):
+    """``value`` as an int; ``error`` (a ``ValueError``) naming ``argument`` unless it is an
+    int >= 1 (not a bool), or ``None`` when ``allow_none``."""
+    if allow_none and value is None:
+        return None
+    if not is_int(value) or value < 1:
+        expected = "None or a positive int" if allow_none else "a positive int"
+        raise error(f"`{argument}` must be {expected}; received {argument}={value!r}")
+    return int(value)
