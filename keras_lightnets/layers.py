@@ -346,6 +346,19 @@ def register(flavour: str = "keras") -> None:
     _define(_backend.check_flavour(flavour))
 
 
+# TFMOT's layers, by class name (recognised without importing TFMOT): the wrappers that hold
+# one of the model's layers, and the layers a quantization-aware (QAT) model contains.
+WRAPPER_CLASSES = ("PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate")
+QAT_LAYER_CLASSES = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+
+
+def unwrap(layer):
+    """The layer inside TFMOT wrappers (pruning, quantization), or ``layer`` itself."""
+    while type(layer).__name__ in WRAPPER_CLASSES:
+        layer = layer.layer
+    return layer
+
+
 def nested_layers(model) -> Iterator:
     """Every layer of ``model``, depth first: nested models' layers and the layer inside each
     TFMOT wrapper (``QuantizeWrapper``, ``PruneLowMagnitude``) included."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-_WRAPPERS = ("PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate")
+from keras_lightnets.layers import unwrap
 
 
 def _static(shape, layer_name: str) -> tuple[int, ...]:
@@ -27,9 +27,7 @@ def _static(shape, layer_name: str) -> tuple[int, ...]:
 
 def layer_macs(layer) -> int:
     """MACs of one layer for one image (0 for layers that are not counted)."""
-    inner = layer
-    while type(inner).__name__ in _WRAPPERS:
-        inner = inner.layer
+    inner = unwrap(layer)
     kind = type(inner).__name__
     if kind not in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense"):
         if hasattr(inner, "layers") and kind in ("Functional", "Model", "Sequential"):

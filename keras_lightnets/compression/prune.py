@@ -18,21 +18,14 @@ import numpy as np
 
 from keras_lightnets.compression.translate import to_tf_keras
 from keras_lightnets.errors import InputError
+from keras_lightnets.layers import unwrap
 
 DEFAULT_PRUNED = ("Conv2D", "SeparableConv2D", "Dense")
 # The weight TFMOT prunes in each layer class (a SeparableConv2D's 1x1 part).
 PRUNABLE_WEIGHT = {"Conv2D": "kernel", "Dense": "kernel", "SeparableConv2D": "pointwise_kernel",
                    "DepthwiseConv2D": "depthwise_kernel"}
-_WRAPPERS = ("PruneLowMagnitude", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate")
 
 LayerFilter = Callable[[object], bool] | Sequence[str | type] | None
-
-
-def unwrap(layer):
-    """The layer inside TFMOT wrappers (pruning, quantization), or ``layer`` itself."""
-    while type(layer).__name__ in _WRAPPERS:
-        layer = layer.layer
-    return layer
 
 
 def layer_filter(layers: LayerFilter, model) -> Callable[[object], bool]:

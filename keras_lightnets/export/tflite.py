@@ -39,13 +39,12 @@ import numpy as np
 
 from keras_lightnets.errors import InputError
 from keras_lightnets.files import temp_file_beside
-from keras_lightnets.layers import int8_graph, nested_layers
+from keras_lightnets.layers import QAT_LAYER_CLASSES, int8_graph, nested_layers
 from keras_lightnets.layout import channels_last_twin, is_channels_first
 from keras_lightnets.validation import check_bool
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
 MAX_REPRESENTATIVE_SAMPLES = 100
-QAT_LAYER_CLASSES = frozenset({"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"})
 BRIDGE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 _FLOAT_TYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
 
