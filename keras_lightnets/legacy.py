@@ -14,7 +14,8 @@ from typing import Any
 
 import keras_lightnets as _public
 from keras_lightnets import _backend
-from keras_lightnets.layers import LAYER_NAMES, custom_objects, get_layer_class
+from keras_lightnets.layers import custom_objects
+from keras_lightnets.layers.tfkeras import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish, Rescale
 from keras_lightnets.models import registry
 
 FLAVOUR = "tf_keras"
@@ -34,18 +35,27 @@ def create_model(name: str, **kwargs: Any):
     return registry.create_model(name, flavour=FLAVOUR, **kwargs)
 
 
-list_models = registry.list_models
-model_config = registry.model_config
-count_macs = _public.count_macs
-_BUILDERS = [n for n in _public.__all__ if n[0].isupper()]
-globals().update({n: _with_tf_keras(getattr(_public, n)) for n in _BUILDERS})
-globals().update({n: get_layer_class(n, FLAVOUR) for n in LAYER_NAMES})
-
-
 def legacy_custom_objects() -> dict[str, type]:
     """``custom_objects`` for ``tf_keras.models.load_model`` of a keras_lightnets model."""
     return custom_objects(FLAVOUR)
 
 
-__all__ = [*_BUILDERS, *LAYER_NAMES, "count_macs", "create_model", "legacy_custom_objects",
-           "list_models", "model_config"]
+list_models = registry.list_models
+model_config = registry.model_config
+count_macs = _public.count_macs
+
+MnasNetA1 = _with_tf_keras(_public.MnasNetA1)
+MnasNetB1 = _with_tf_keras(_public.MnasNetB1)
+MobileNet = _with_tf_keras(_public.MobileNet)
+MobileNetV2 = _with_tf_keras(_public.MobileNetV2)
+MobileNetV3Large = _with_tf_keras(_public.MobileNetV3Large)
+MobileNetV3Small = _with_tf_keras(_public.MobileNetV3Small)
+NASNetMobile = _with_tf_keras(_public.NASNetMobile)
+ShuffleNetV2 = _with_tf_keras(_public.ShuffleNetV2)
+SqueezeNet = _with_tf_keras(_public.SqueezeNet)
+
+__all__ = [
+    "ChannelShuffle", "ChannelSplit", "HardSigmoid", "HardSwish", "MnasNetA1", "MnasNetB1", "MobileNet",
+    "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile", "Rescale", "ShuffleNetV2",
+    "SqueezeNet", "count_macs", "create_model", "legacy_custom_objects", "list_models", "model_config",
+]

@@ -108,7 +108,7 @@ def model_kind(source: str) -> str:
         raise InputError(f"model file {source!r} must be .keras, .h5 or a SavedModel folder")
     if lower.endswith(MODEL_SUFFIXES) or os.sep in source or (os.altsep and os.altsep in source):
         raise InputError(f"model file {source!r} does not exist")
-    from keras_lightnets import model_config
+    from keras_lightnets.models.registry import model_config
 
     try:
         model_config(source)
@@ -435,7 +435,7 @@ def load_model_file(kind: str, path: str | os.PathLike, *, unsafe: bool = False)
     if kind == "keras":
         import keras
 
-        layers.custom_objects("keras")  # defines and registers the package's Keras 3 layers
+        layers.register("keras")
         try:
             return keras.saving.load_model(path, safe_mode=not unsafe, compile=False)
         except ValueError as err:
@@ -445,8 +445,6 @@ def load_model_file(kind: str, path: str | os.PathLike, *, unsafe: bool = False)
             raise
     import tf_keras
 
-    from keras_lightnets.legacy import legacy_custom_objects
-
     with _quantize_scope():
-        return tf_keras.models.load_model(path, custom_objects=legacy_custom_objects(), compile=False,
+        return tf_keras.models.load_model(path, custom_objects=layers.custom_objects("tf_keras"), compile=False,
                                           safe_mode=not unsafe)

@@ -1,35 +1,70 @@
-"""TFMOT ``QuantizeConfig``s for what TFMOT's default 8-bit scheme does not cover.
+"""How TFMOT quantizes the layers its default 8-bit scheme does not cover: one table.
 
+``QUANTIZE_POLICY`` maps a layer class name to its ``Policy``, as TFMOT's
+``default_8bit_quantize_registry`` keeps ``_LAYER_QUANTIZE_INFO``: the package's layers
+(``keras_lightnets.layers``) and the standard Keras layers TFMOT has no config for.
 Two configs do all the work, because every layer involved is weightless:
 
 * ``OutputQuantizeConfig``: fake-quantize the layer's output (8 bits, asymmetric,
   per tensor, moving-average range), as TFMOT does for ``Add`` or ``ReLU``, and
-  the values between a layer's ops that it marks. For layers that compute
-  new values: ``HardSigmoid``, ``HardSwish``, ``Rescale``, Keras' ``Multiply``
-  (squeeze-and-excite) and ``Rescaling``. (A ``BatchNormalization`` that follows
-  no convolution, as in NASNet, is frozen into a per-channel ``Rescale`` before
+  the values between the layer's TFLite ops that its policy names (``points``). For
+  layers that compute new values: ``HardSigmoid``, ``HardSwish``, ``Rescale``, Keras'
+  ``Multiply`` (squeeze-and-excite) and ``Rescaling``. (A ``BatchNormalization`` that
+  follows no convolution, as in NASNet, is frozen into a per-channel ``Rescale`` before
   QAT: see ``compression.qat``.)
 * ``PassThroughQuantizeConfig``: quantize nothing. For layers that only move
   values (``ChannelSplit``, ``ChannelShuffle``, Keras' ``CenterCrop``) or resample
   them (Keras' ``Resizing``): int8 in, int8 out at the same scale.
 
-The package's layers declare their config themselves (``layer.quantize_config()``
-in ``keras_lightnets.layers``); ``config_for`` answers for any layer. This module
-imports TFMOT, so it is only imported by the compression functions.
+``config_for`` answers for any layer. This module imports TFMOT, so it is only
+imported by the compression functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow_model_optimization as tfmot
+
+from keras_lightnets.layers import LAYER_NAMES
+from keras_lightnets.layers.mixins import LayerMixin
 
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 _quantizers = tfmot.quantization.keras.quantizers
 
-# Standard Keras layers TFMOT has no config for, and that get ``OutputQuantizeConfig`` here.
-STANDARD_LAYER_CONFIGS = ("Multiply", "Rescaling")
-# Standard Keras layers TFMOT has no config for that only resample or cut values (an int8 resize keeps
-# its input's scale): ``PassThroughQuantizeConfig``.
-STANDARD_PASS_THROUGH = ("Resizing", "CenterCrop")
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How one layer class is quantized.
+
+    ``output``: ``True`` fake-quantizes the layer's output (``OutputQuantizeConfig``: the
+    layer computes new values); ``False`` quantizes no output (``PassThroughQuantizeConfig``:
+    the layer only moves or resamples values, int8 in is int8 out at the same scale).
+    ``points``: the layer's attributes holding identity activations that mark values
+    between its TFLite ops; QAT fake-quantizes them too (a full-int8 file needs a range
+    for every tensor), and the layer then traces its int8 form (``int8_graph``).
+    """
+
+    output: bool
+    points: tuple[str, ...] = ()
+
+
+_OUTPUT = Policy(output=True)
+_PASS_THROUGH = Policy(output=False)
+
+# Layer class name -> Policy: the package's layers, then standard Keras layers TFMOT has no config for.
+QUANTIZE_POLICY: dict[str, Policy] = {
+    "HardSigmoid": Policy(output=True, points=("intermediate",)),
+    "HardSwish": Policy(output=True, points=("scaled", "gate")),
+    "Rescale": Policy(output=True, points=("intermediate",)),
+    "ChannelShuffle": _PASS_THROUGH,
+    "ChannelSplit": _PASS_THROUGH,
+    "Multiply": _OUTPUT,  # squeeze-and-excite
+    "Rescaling": _OUTPUT,
+    "Resizing": _PASS_THROUGH,  # an int8 resize keeps its input's scale
+    "CenterCrop": _PASS_THROUGH,
+}
+
 # A BatchNormalization right after one of these is folded into it by TFMOT's transforms.
 FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
@@ -57,16 +92,26 @@ def _activation_quantizer(prefix: str = ""):
     return _PrefixedQuantizer(prefix, num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
 
 
+def policy_for(layer) -> Policy | None:
+    """``layer``'s entry of ``QUANTIZE_POLICY``, or ``None`` (a class named like one of the
+    package's layers that is not one of them has none)."""
+    name = type(layer).__name__
+    if name in LAYER_NAMES and not isinstance(layer, LayerMixin):
+        return None
+    return QUANTIZE_POLICY.get(name)
+
+
 def _points(layer) -> tuple[str, ...]:
-    """Names of the attributes marking values inside ``layer`` (``quantize_points``)."""
-    return tuple(getattr(layer, "quantize_points", ()))
+    """Names of the attributes marking values inside ``layer`` (its policy's ``points``)."""
+    policy = policy_for(layer)
+    return policy.points if policy is not None else ()
 
 
 class OutputQuantizeConfig(_QuantizeConfig):
     """Quantize the output of a weightless layer (8-bit, asymmetric, per tensor), and the
-    values between its ops that the layer marks (``layer.quantize_points``, e.g.
-    ``intermediate``, see ``keras_lightnets.layers``; TFMOT wraps each as a
-    post-quantized ``linear`` activation). The layer then traces its int8 form."""
+    values between its ops that its policy names (``Policy.points``, e.g.
+    ``intermediate``; TFMOT wraps each as a post-quantized ``linear`` activation).
+    The layer then traces its int8 form."""
 
     def get_weights_and_quantizers(self, layer):
         return []
@@ -118,12 +163,9 @@ def is_stray_batch_norm(layer) -> bool:
 
 
 def config_for(layer):
-    """The package's QuantizeConfig for ``layer`` (tf_keras), or ``None`` to leave it to TFMOT."""
-    declared = getattr(layer, "quantize_config", None)
-    if callable(declared):
-        return declared()
-    if type(layer).__name__ in STANDARD_LAYER_CONFIGS:
-        return OutputQuantizeConfig()
-    if type(layer).__name__ in STANDARD_PASS_THROUGH:
-        return PassThroughQuantizeConfig()
-    return None
+    """The package's QuantizeConfig for ``layer`` (tf_keras, from ``QUANTIZE_POLICY``), or
+    ``None`` to leave it to TFMOT."""
+    policy = policy_for(layer)
+    if policy is None:
+        return None
+    return OutputQuantizeConfig() if policy.output else PassThroughQuantizeConfig()

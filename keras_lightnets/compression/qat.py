@@ -1,12 +1,12 @@
 """Quantization-aware training (TFMOT 8-bit) for every model of the package.
 
 ``quantize_aware`` annotates each layer of the model's tf_keras twin: the
-package's layers with the config they declare, Keras' ``Multiply`` /
-``Rescaling`` with ``configs.OutputQuantizeConfig``, a ``BatchNormalization`` no
-conv precedes frozen into a per-channel ``Rescale`` (``frozen_batch_norm``),
-everything else with TFMOT's default 8-bit registry, then applies TFMOT with the
-package's scheme (``compression.scheme``: TFMOT's, plus quantized weights for a
-conv that feeds a ReLU). A model that was pruned keeps its zeros through QAT
+package's layers and the Keras layers TFMOT has no config for (``Multiply``,
+``Rescaling``, ...) with the config ``configs.QUANTIZE_POLICY`` gives them, a
+``BatchNormalization`` no conv precedes frozen into a per-channel ``Rescale``
+(``frozen_batch_norm``), everything else with TFMOT's default 8-bit registry,
+then applies TFMOT with the package's scheme (``compression.scheme``: TFMOT's,
+plus quantized weights for a conv that feeds a ReLU). A model that was pruned keeps its zeros through QAT
 (TFMOT's prune-preserving weight quantizers).
 """
 
