@@ -6,14 +6,16 @@ built-in kernels, and every switch between the two costs time. A file that runs
 fully in XNNPACK has one partition and no op outside it. (XNNPACK in LiteRT 2.3
 has, for example, no int8 ``HARD_SWISH``, ``RELU`` or ``AVERAGE_POOL_2D``.)
 
-Pure Python over the interpreter's node table, so that the benchmark child process
-can use it without TensorFlow.
+Pure Python over the interpreter's node table (``litert.op_table``), so that the
+benchmark child process can use it without TensorFlow.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+
+from keras_lightnets.export.litert import op_table
 
 DELEGATE_OP = "DELEGATE"
 
@@ -25,7 +27,7 @@ def ops_outside_delegates(interpreter: Any) -> tuple[int, dict[str, int]]:
     found by walking back from its outputs to its inputs through the original
     nodes; every original node not reached that way runs outside the delegate.
     """
-    nodes = interpreter._get_ops_details()  # LiteRT's only view of the node table
+    nodes = op_table(interpreter)
     originals = [node for node in nodes if node["op_name"] != DELEGATE_OP]
     delegates = [node for node in nodes if node["op_name"] == DELEGATE_OP]
     producer = {int(t): node["index"] for node in originals for t in node["outputs"]}

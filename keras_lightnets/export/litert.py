@@ -1,0 +1,39 @@
+"""The package's only doors into LiteRT (``ai_edge_litert``): its modules, an interpreter, its op table.
+
+Nothing here imports TensorFlow, so the benchmark child process can use it too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+
+def litert_module(module: str) -> ModuleType:
+    """``ai_edge_litert.<module>``, or an ``ImportError`` saying how to install it."""
+    try:
+        return importlib.import_module(f"ai_edge_litert.{module}")
+    except ImportError as err:
+        raise ImportError(
+            f"TFLite export needs LiteRT (ai_edge_litert.{module}): pip install 'keras_lightnets[export]' ({err})"
+        ) from err
+
+
+def open_interpreter(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """A LiteRT interpreter (XNNPACK, its default delegate, on ``threads`` threads) over the
+    file at ``path``, after ``allocate_tensors()``."""
+    interpreter = litert_module("interpreter").Interpreter(model_path=os.fspath(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def op_table(interpreter: Any) -> list[dict[str, Any]]:
+    """The interpreter's node table, one dict per node: ``index``, ``op_name``, ``inputs`` and
+    ``outputs`` (tensor indices, -1 for an absent optional input). After delegation it holds
+    the original nodes and one ``DELEGATE`` node per partition.
+
+    LiteRT's only view of it is the private ``_get_ops_details``; this is its one reader.
+    """
+    return interpreter._get_ops_details()
