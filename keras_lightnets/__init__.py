@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from keras_lightnets._version import __version__ as __version__
 from keras_lightnets.macs import count_macs
 from keras_lightnets.models.mnasnet import MnasNetA1, MnasNetB1
 from keras_lightnets.models.mobilenet_v1 import MobileNet
@@ -28,8 +29,6 @@ from keras_lightnets.models.nasnet import NASNetMobile
 from keras_lightnets.models.registry import create_model, list_models, model_config
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
-
-__version__ = "0.1.0"
 
 # Submodules reachable as attributes of the package, imported on first access.
 FAMILY_MODULES = ("mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet")

@@ -19,7 +19,15 @@ from keras_lightnets.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MODES = ("tf", "torch", "none")
+MODES = ("tf", "torch", "none")  # of ``preprocess_input``
+# The one vocabulary of a variant's preprocessing (``ModelConfig.preprocessing``): what its
+# ``[0, 255]`` pixels need before the model, as a ``preprocess_input`` mode and in words.
+PREPROCESSING = {
+    "tf": ("tf", "scale pixels from [0, 255] to [-1, 1] (preprocess_input, mode 'tf')"),
+    "in_model": ("none", "none: the model rescales [0, 255] pixels itself (include_preprocessing=True)"),
+    "torch": ("torch", "pixels / 255, then minus ImageNet mean / ImageNet std, per channel (mode 'torch')"),
+}
+PREPROCESS_MODES = {name: mode for name, (mode, _) in PREPROCESSING.items()}  # -> preprocess_input's mode
 
 
 def _as_float(x):

@@ -400,8 +400,10 @@ BAD_MANIFESTS = [
     (None, {"w.bin": {"url": "https://x.org/w", "hash": "sha256:00000000", "sha256": SHA256}},
      "field 'sha256' must be consistent with 'hash'"),
     (None, {"w.bin": {"url": "https://x.org/w", "hash": None, "verified": "sha256"}}, "field 'verified' must be"),
-    (None, {"w.bin": {"url": "https://x.org/w", "models": "mobilenet"}}, "field 'models' must be a list"),
-    (None, {"w.bin": {"url": "https://x.org/w", "input_size": "224"}}, "field 'input_size' must be a int"),
+    # which model uses a file, at which size and top, is on its registry record: the manifest refuses those fields
+    (None, {"w.bin": {"url": "https://x.org/w", "models": "mobilenet"}}, "entry 'w.bin': unknown field 'models'"),
+    (None, {"w.bin": {"url": "https://x.org/w", "input_size": "224"}}, "entry 'w.bin': unknown field 'input_size'"),
+    (None, {"w.bin": {"url": "https://x.org/w", "license": 3}}, "field 'license' must be a str"),
     (None, {"../w.bin": {"url": "https://x.org/w"}}, "is not a file name"),
 ]
 
@@ -417,7 +419,7 @@ def test_bad_manifest_is_one_input_error_line(env, raw, entries, message):
 
 
 def test_real_manifest_has_the_check_fields(monkeypatch):
-    import keras_lightnets
+    from keras_lightnets.models.registry import registered
 
     monkeypatch.delenv(download.MANIFEST_ENV, raising=False)
     download._load_manifest.cache_clear()
@@ -426,12 +428,16 @@ def test_real_manifest_has_the_check_fields(monkeypatch):
     finally:
         download._load_manifest.cache_clear()
     assert len(entries) == 116
+    users: dict[str, list[int]] = {}  # file -> params of the variants whose records name it
+    for config in registered():
+        for file in config.weight_files:
+            users.setdefault(file.name, []).append(config.params)
     levels = {}
     for name, entry in entries.items():
         assert {"sha256", "size", "max_bytes", "verified"} <= set(entry), name
         assert entry["verified"] == download.verification_level(entry)
         levels[entry["verified"]] = levels.get(entry["verified"], 0) + 1
-        params = max(keras_lightnets.model_config(m).params for m in entry["models"])
+        params = max(users[name])
         assert entry["max_bytes"] >= 4 * params + (1 << 20), name  # room for the float32 weights
         if entry["size"] is not None:
             assert entry["size"] <= entry["max_bytes"]
@@ -442,13 +448,11 @@ def test_real_manifest_has_the_check_fields(monkeypatch):
 
 
 def test_torchvision_manifest_tool_reproduces_the_file(tmp_path):
-    import importlib.util
+    from keras_lightnets.weights import manifest_tools
 
-    spec = importlib.util.spec_from_file_location("make_tv_manifest", REPO / "tools" / "make_torchvision_manifest.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     document = json.loads((REPO / "weights" / "manifest.json").read_text(encoding="utf8"))
-    assert tool.merge(document, tool.torchvision_entries()) == document
+    entries = manifest_tools.torchvision_entries()
+    assert download.merge_manifest(document, entries, manifest_tools.TORCHVISION_SOURCE) == document
     bad = tmp_path / "manifest.json"
     with pytest.raises(errors.InputError, match="field 'size'"):  # the tools write only checked manifests
         download.write_manifest(bad, {"format_version": 1, "files": {"x.pth": {"url": "https://x.org", "size": -5}}})

@@ -215,3 +215,21 @@ def test_family_preprocessing():
     np.testing.assert_allclose(imagenet.preprocess_torch(pixels.copy()), _torch_expected(pixels), atol=1e-5)
     for module in (mobilenet_v1, mobilenet_v2, mobilenet_v3):
         assert module.decode_predictions is imagenet.decode_predictions
+
+
+def test_one_preprocessing_vocabulary():
+    """The registry's names map onto ``preprocess_input`` modes, and the in-model layer does the same."""
+    from keras_lightnets.data.pipeline import preprocess_batch
+    from keras_lightnets.models.registry import registered
+
+    assert set(imagenet.PREPROCESS_MODES) == set(imagenet.PREPROCESSING) == {"tf", "torch", "in_model"}
+    assert set(imagenet.PREPROCESS_MODES.values()) == set(imagenet.MODES)
+    assert {config.preprocessing for config in registered()} == set(imagenet.PREPROCESSING)
+    pixels = np.linspace(0, 255, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    for name, (mode, text) in imagenet.PREPROCESSING.items():
+        assert text and imagenet.PREPROCESS_MODES[name] == mode
+        expected = imagenet.preprocess_input(pixels.copy(), mode=mode)
+        np.testing.assert_allclose(preprocess_batch(pixels.copy(), name), expected, rtol=1e-6)
+        scale, offset = imagenet.rescale_arguments(mode)
+        np.testing.assert_allclose(pixels * np.asarray(scale, np.float32) + np.asarray(offset, np.float32), expected,
+                                   rtol=1e-5, atol=1e-5)

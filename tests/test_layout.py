@@ -218,13 +218,13 @@ def test_info_shows_weight_files_urls_licenses_and_notes(capsys):
 
 
 def test_info_reads_the_manifest_in_use(tmp_path, monkeypatch, capsys):
+    file_name = model_config("squeezenet1_1").weight_file()  # the record names the file, the manifest its bytes
     entry = download.make_entry("https://mirror.test/sq.pth", hash=None, sha256=None, size=None, max_bytes=1 << 20,
-                                format="torchvision-pth", include_top=True, input_size=224, models=["squeezenet1_1"],
-                                source="a test mirror", license="TEST-LICENSE-1")
+                                format="torchvision-pth", source="a test mirror", license="TEST-LICENSE-1")
     path = tmp_path / "manifest.json"
-    path.write_text(json.dumps({"format_version": 1, "files": {"sq.pth": entry}}))
+    path.write_text(json.dumps({"format_version": 1, "files": {file_name: entry}}))
     monkeypatch.setenv(download.MANIFEST_ENV, str(path))
     (source,) = _info("squeezenet1_1", capsys)["weight_files"]
-    assert (source["file"], source["url"], source["license"]) == ("sq.pth", "https://mirror.test/sq.pth",
+    assert (source["file"], source["url"], source["license"]) == (file_name, "https://mirror.test/sq.pth",
                                                                  "TEST-LICENSE-1")
     assert _info("squeezenet1_0", capsys)["weight_files"] == []

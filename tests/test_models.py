@@ -1,5 +1,6 @@
 """Every registered model, in both Keras flavours: keras.applications' own test cases,
-registry facts, feature maps, serialization, and the every-op-is-a-layer rule.
+registry facts, feature maps, serialization, and the every-op-is-a-layer rule (the
+registry's names, errors and records: ``test_registry.py``).
 
 Parametrized over the registry, so a newly registered variant is tested at once.
 """
@@ -35,13 +36,6 @@ def _logits_model(name: str, flavour: str = "keras", size: int = SMALL, classes:
     )
 
 
-def test_registry_is_populated():
-    families = {model_config(n).family for n in ALL}
-    assert {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "nasnet"} <= families
-    assert list_models("mobilenet_v3*") == [n for n in ALL if n.startswith("mobilenet_v3")]
-    assert set(list_models(pretrained=True)) <= set(ALL)
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_registry_facts_match_the_built_model(name):
     config = model_config(name)
@@ -51,22 +45,6 @@ def test_registry_facts_match_the_built_model(name):
     assert tuple(model.output.shape) == (None, 1000)
     probabilities = model.predict(image_batch(config.input_size, batch=1), verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-4)
-
-
-# Multiply-accumulates at 224x224 reported by the papers (MobileNet V1 Table 8, V2 Table 4 / model zoo,
-# V3 Table 3, NASNet Table 2); the counter must agree within 2%.
-PAPER_MACS = {
-    "mobilenet_v1_100": 569e6,
-    "mobilenet_v2_100": 300e6,
-    "mobilenet_v3_large_100": 217e6,
-    "mobilenet_v3_small_100": 56e6,
-    "nasnet_mobile": 564e6,
-}
-
-
-@pytest.mark.parametrize("name", sorted(PAPER_MACS))
-def test_macs_agree_with_the_papers(name):
-    assert model_config(name).macs == pytest.approx(PAPER_MACS[name], rel=0.02)
 
 
 @pytest.mark.parametrize("channels", [1, 4])
@@ -186,20 +164,6 @@ def test_features_only(name):
     last = len(strides) - 1
     deepest = create_model(name, features_only=True, out_indices=(2, last), weights=None, input_shape=(size, size, 3))
     assert [info["stride"] for info in deepest.feature_info] == [8, strides[last]]
-
-
-def test_features_only_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="out_indices"):
-        create_model("mobilenet_v2_035", features_only=True, out_indices=(7,), weights=None)
-    with pytest.raises(ValueError, match="out_indices"):
-        create_model("mobilenet_v2_035", out_indices=(1,), weights=None)
-    with pytest.raises(ValueError, match="include_top"):
-        create_model("mobilenet_v2_035", features_only=True, include_top=True, weights=None)
-
-
-def test_unknown_model_name_lists_the_way_out():
-    with pytest.raises(ValueError, match="list_models"):
-        create_model("mobilenet_v9", weights=None)
 
 
 def test_layer_names_are_deterministic():

@@ -1,6 +1,7 @@
 """Exact weight compatibility with keras.applications.
 
-For every variant that has official ImageNet weights, with and without the top:
+For every variant that has official ImageNet weights and a keras.applications twin
+(its registry record's ``twin``), with and without the top:
 a weights file written by ``tf_keras.applications`` ``save_weights`` (the legacy
 ``.h5`` layout of the official downloads) loads through ``weights=PATH`` into our
 Keras 3 and tf_keras models and reproduces the reference outputs (max abs
@@ -22,17 +23,21 @@ KERAS_FAMILIES = {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "nasnet"}
 CASES = [
     (name, include_top)
     for name in list_models(pretrained=True)
-    if model_config(name).family in KERAS_FAMILIES
+    if model_config(name).twin is not None
     for include_top in (True, False)
 ]
+
+
+def test_the_keras_applications_families_have_twins():
+    assert {model_config(name).family for name, _ in CASES} == KERAS_FAMILIES
 
 
 @pytest.mark.parametrize(("name", "include_top"), CASES)
 def test_legacy_h5_from_keras_applications_loads_exactly(name, include_top, tmp_path):
     config = model_config(name)
     size = config.input_size if include_top else 128
-    kwargs = dict(config.kwargs, include_top=include_top, input_shape=(size, size, 3))
-    builder = config.builder.__name__
+    kwargs = dict(config.twin.kwargs, include_top=include_top, input_shape=(size, size, 3))
+    builder = config.twin.builder
     reference = getattr(tf_keras.applications, builder)(weights=None, **kwargs)
     randomize_weights(reference, seed=3)
     path = str(tmp_path / f"{name}.h5")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 
 from keras_lightnets import count_macs, create_model, model_config
 from keras_lightnets.models import mnasnet, shufflenet_v2, squeezenet
+from keras_lightnets.weights import download, manifest_tools, port_tool
 from keras_lightnets.weights import torchvision as tv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,18 +323,11 @@ def test_torch_zip_reader_handles_strided_and_shared_storages(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def _port_tool():
-    spec = importlib.util.spec_from_file_location("port_weights", REPO / "tools" / "port_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @needs_reference
 def test_port_tool_end_to_end(tmp_path, capsys):
     path, image, want = _reference("squeezenet1_1")
     out = tmp_path / "squeezenet1_1.weights.h5"
-    assert _port_tool().main([str(path), "--arch", "squeezenet1_1", "-o", str(out)]) == 0
+    assert port_tool.main([str(path), "--arch", "squeezenet1_1", "-o", str(out)]) == 0
     assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     assert "wrote" in capsys.readouterr().out
     for flavour in FLAVOURS:
@@ -364,7 +357,7 @@ def test_port_tool_bad_input(tmp_path, capsys, args, code, message):
     out = tmp_path / "out" / "model.weights.h5"
     out.parent.mkdir()
     argv = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args] + ["-o", str(out)]
-    assert _port_tool().main(argv) == code
+    assert port_tool.main(argv) == code
     error = capsys.readouterr().err
     assert error.startswith("port_weights: error:") and error.count("\n") == 1 and message in error
     assert list(out.parent.iterdir()) == []  # no output, no temporary file
@@ -391,13 +384,13 @@ def test_port_tool_refuses_a_bad_output_name_from_the_command_line(tmp_path):
 
 @needs_reference
 def test_imagenet_weights_are_converted_once_and_cached(tmp_path, monkeypatch):
-    torch_name, file_name = "squeezenet1_1", squeezenet.TORCHVISION_FILES["1.1"]
+    torch_name, file_name = "squeezenet1_1", model_config("squeezenet1_1").weight_file()
     mirror, home = tmp_path / "mirror", tmp_path / "keras_home"
     mirror.mkdir()
     write_torch_zip(mirror / file_name, _state_dict(torch_name))
     manifest = tmp_path / "manifest.json"
     entry = {"url": "https://invalid.example/" + file_name, "hash": None, "format": "torchvision-pth",
-             "input_size": 224, "include_top": True, "models": ["squeezenet1_1"], "source": "torchvision"}
+             "source": "torchvision"}
     manifest.write_text(json.dumps({"format_version": 1, "files": {file_name: entry}}))
     monkeypatch.setenv("KERAS_LIGHTNETS_MANIFEST", str(manifest))
     monkeypatch.setenv("KERAS_LIGHTNETS_WEIGHTS_DIR", str(mirror))
@@ -421,19 +414,21 @@ def test_imagenet_weights_are_converted_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_torchvision_manifest_entries():
-    spec = importlib.util.spec_from_file_location("make_tv_manifest", REPO / "tools" / "make_torchvision_manifest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    entries = module.torchvision_entries()
+    entries = manifest_tools.torchvision_entries()
     assert len(entries) == 10
     assert entries["squeezenet1_1-b8a52dc0.pth"]["hash"] == "sha256:b8a52dc0"
-    assert entries["shufflenetv2_x1-5666bf0f80.pth"]["models"] == ["shufflenet_v2_x1_0"]
+    users = {name: [config.name for config in configs]
+             for name, configs in manifest_tools.files_by_source()[manifest_tools.TORCHVISION_SOURCE].items()}
+    assert users["shufflenetv2_x1-5666bf0f80.pth"] == ["shufflenet_v2_x1_0"]
+    assert model_config("shufflenet_v2_x1_0").weight_file() == "shufflenetv2_x1-5666bf0f80.pth"
     assert entries["mnasnet1.0_top1_73.512-f206786ef8.pth"]["url"] == (
         "https://download.pytorch.org/models/mnasnet1.0_top1_73.512-f206786ef8.pth")
-    merged = module.merge({"format_version": 1, "files": {"other.h5": {"source": "keras.applications"}}}, entries)
+    merged = download.merge_manifest({"format_version": 1, "files": {"other.h5": {"source": "keras.applications"}}},
+                                     entries, manifest_tools.TORCHVISION_SOURCE)
     assert set(merged["files"]) == {"other.h5", *entries}
+    assert set(users) == set(entries)
     for name in entries:  # every registered pretrained variant finds its file in the repository's manifest
-        for model in entries[name]["models"]:
+        for model in users[name]:
             assert model_config(model).weights == ("imagenet",)
 
 

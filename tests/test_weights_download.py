@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
-import importlib
-import importlib.util
-import inspect
 import json
 import pkgutil
 import threading
@@ -26,12 +23,13 @@ from conftest import image_batch, randomize_weights
 
 import keras_lightnets
 import keras_lightnets.models
+from keras_lightnets import errors
 from keras_lightnets.models import builder
-from keras_lightnets.weights import download
+from keras_lightnets.models.registry import model_config
+from keras_lightnets.weights import download, manifest_tools
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_MANIFEST = REPO / "weights" / "manifest.json"
-MANIFEST_TOOL = REPO / "tools" / "make_keras_manifest.py"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -111,10 +109,7 @@ def env(tmp_path, monkeypatch):
         @staticmethod
         def write_manifest(entries: dict[str, dict]) -> None:
             files = {
-                name: {
-                    "format": "keras-legacy-h5", "input_size": 224, "include_top": True,
-                    "models": [], "source": "test", "license": "Apache-2.0", **entry,
-                }
+                name: {"format": "keras-legacy-h5", "source": "test", "license": "Apache-2.0", **entry}
                 for name, entry in entries.items()
             }
             manifest_path.write_text(json.dumps({"format_version": 1, "files": files}), encoding="utf8")
@@ -232,6 +227,43 @@ def test_mirror_without_the_file_falls_back_to_download(server, env, tmp_path, m
     assert server.requests == ["/model.h5"]
 
 
+def test_offline_serves_the_mirror_and_the_cache_and_never_downloads(server, env, tmp_path, monkeypatch):
+    url = server.serve("model.h5", PAYLOAD)
+    env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}, "other.h5": {"url": url}})
+    with download.offline(), pytest.raises(download.NotCachedError) as info:
+        download.fetch("model.h5")
+    message = str(info.value)
+    assert "'model.h5'" in message and str(env.cache) in message and "offline" in message and "\n" not in message
+    assert isinstance(info.value, errors.InputError) and errors.exit_code(info.value) == errors.EXIT_BAD_INPUT
+    assert server.requests == [] and env.cache_contents() == []
+
+    download.fetch("model.h5")  # outside the block: downloaded (and cached)
+    assert server.requests == ["/model.h5"]
+    with download.offline():
+        assert Path(download.fetch("model.h5")) == env.cache / "model.h5"  # the cache serves it
+        mirror = tmp_path / "mirror"
+        mirror.mkdir()
+        monkeypatch.setenv(download.MIRROR_ENV, str(mirror))
+        with pytest.raises(download.NotCachedError, match=download.MIRROR_ENV):
+            download.fetch("other.h5")
+        (mirror / "other.h5").write_bytes(PAYLOAD)
+        assert Path(download.fetch("other.h5")) == mirror / "other.h5"  # and the mirror
+    assert server.requests == ["/model.h5"]
+
+
+def test_offline_is_scoped_to_its_block_and_context():
+    import contextvars
+
+    assert not download._offline.get()
+    with download.offline():
+        assert download._offline.get()
+        assert contextvars.Context().run(download._offline.get) is False  # a fresh context is online
+        with download.offline():
+            pass
+        assert download._offline.get()  # a nested block restores, not clears
+    assert not download._offline.get()
+
+
 def test_corrupted_cached_file_is_downloaded_again(server, env):
     url = server.serve("model.h5", PAYLOAD)
     env.write_manifest({"model.h5": {"url": url, "hash": _md5(PAYLOAD)}})
@@ -304,7 +336,7 @@ def test_imagenet_weights_end_to_end(server, env, tmp_path):
         alpha=0.25, input_shape=(128, 128, 3), weights=None, classifier_activation=None,
     )
     randomize_weights(reference, seed=3)
-    file_name = keras_lightnets.models.mobilenet_v1.imagenet_file_name(0.25, 128, True)
+    file_name = model_config("mobilenet_v1_025").weight_file(128, include_top=True)
     local = tmp_path / file_name
     reference.save_weights(str(local))
     data = local.read_bytes()
@@ -344,47 +376,9 @@ def _nasnet_module_exists() -> bool:
     return any("nasnet" in m.name for m in pkgutil.iter_modules(keras_lightnets.models.__path__))
 
 
-def _builder_default(builder, parameter: str):
-    param = inspect.signature(builder).parameters.get(parameter)
-    return inspect.Parameter.empty if param is None else param.default
-
-
 def _imagenet_file_names(name: str) -> list[tuple[str, int, bool]]:
-    """``[(file name, input size, include_top)]`` of registered variant ``name``, from its family module.
-
-    Each parameter of the module's ``imagenet_file_name`` is filled from the
-    registry: ``rows`` from the module's ``PRETRAINED_SIZES`` (else the
-    variant's input size), ``include_top`` both ways, ``model_type`` from the
-    builder's name (``MobileNetV3Small`` -> ``"small"``), anything else from the
-    variant's kwargs or the builder's default.
-    """
-    config = keras_lightnets.model_config(name)
-    module = importlib.import_module(config.builder.__module__)
-    file_name_of = getattr(module, "imagenet_file_name", None)
-    if file_name_of is None:  # e.g. a family ported from torchvision: ask the builder itself
-        return _files_requested_by_builder(name)
-    sizes = tuple(getattr(module, "PRETRAINED_SIZES", (config.input_size,)))
-    fixed = {}
-    for parameter in inspect.signature(file_name_of).parameters:
-        if parameter in ("rows", "include_top"):
-            continue
-        if parameter == "model_type":
-            fixed[parameter] = config.builder.__name__.rsplit("V3", 1)[-1].lower()
-        elif parameter in config.kwargs:
-            fixed[parameter] = config.kwargs[parameter]
-        else:
-            default = _builder_default(config.builder, parameter)
-            assert default is not inspect.Parameter.empty, (
-                f"cannot fill {module.__name__}.imagenet_file_name({parameter}=...) for {name}"
-            )
-            fixed[parameter] = default
-    takes_rows = "rows" in inspect.signature(file_name_of).parameters
-    out = []
-    for include_top in (True, False):
-        for rows in sizes if takes_rows else (config.input_size,):
-            kwargs = dict(fixed, include_top=include_top, **({"rows": rows} if takes_rows else {}))
-            out.append((file_name_of(**kwargs), rows, include_top))
-    return out
+    """``[(file name, input size, include_top)]`` of registered variant ``name``, from its record."""
+    return [(f.name, f.input_size, f.include_top) for f in model_config(name).weight_files]
 
 
 class _FetchedError(Exception):
@@ -409,32 +403,21 @@ def _intercepted_fetch():
         builder.apply_weights = original
 
 
-def _files_requested_by_builder(name: str) -> list[tuple[str, int, bool]]:
-    """Build ``name`` with ``weights="imagenet"`` (with and without the top) and record what it fetches."""
-    size = keras_lightnets.model_config(name).input_size
-    out = []
-    for include_top in (True, False):
-        with _intercepted_fetch() as requested, pytest.raises(_FetchedError):
-            keras_lightnets.create_model(
-                name, weights="imagenet", include_top=include_top, input_shape=(size, size, 3),
-            )
-        out.append((requested[0], size, include_top))
-    return out
-
-
 PRETRAINED = keras_lightnets.list_models(pretrained=True)
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_every_registered_imagenet_file_is_in_the_manifest(name, real_manifest):
-    for file_name, rows, include_top in _imagenet_file_names(name):
+    files = _imagenet_file_names(name)
+    assert files, f"{name} is listed as pretrained but names no weight file"
+    for file_name, rows, include_top in files:
         assert file_name in real_manifest, f"{name}: {file_name} is not in the manifest"
         entry = real_manifest[file_name]
-        assert name in entry["models"], f"{file_name} does not list {name} in its models"
-        assert entry["input_size"] == rows
-        if entry["format"] == "keras-legacy-h5":  # one file per top / no top (a torch file holds both)
-            assert entry["include_top"] is include_top
         assert entry["url"].startswith("https://")
+        if entry["format"] == "keras-legacy-h5":  # one file per size and top / no top
+            assert (rows, not include_top) in {(r, t) for _, r, t in files}, f"{name}: {file_name} has no twin"
+        else:  # a torch file holds the whole network, used with and without the top
+            assert entry["format"] == "torchvision-pth" and include_top and rows == model_config(name).input_size
 
 
 def test_nasnet_mobile_is_covered(real_manifest):
@@ -454,7 +437,7 @@ def test_real_manifest_entries_are_well_formed(real_manifest):
     keras_files = {k: v for k, v in real_manifest.items() if v["source"] == "keras.applications"}
     assert len(keras_files) == 4 * 4 * 2 + 6 * 5 * 2 + 6 * 2 + 2
     for entry in real_manifest.values():
-        assert {"url", "hash", "format", "input_size", "include_top", "models", "source", "license"} <= set(entry)
+        assert set(entry) == set(download.ENTRY_FIELDS)  # the bytes' facts only; the rest is on the records
         download._split_hash(entry["hash"])  # well-formed or null
     for file_name, entry in keras_files.items():
         assert entry["url"].startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
@@ -466,21 +449,17 @@ def test_real_manifest_entries_are_well_formed(real_manifest):
 
 
 def test_manifest_tool_reproduces_the_file_and_keeps_other_entries(tmp_path):
-    if not MANIFEST_TOOL.is_file():
-        pytest.skip("tools/ is not part of this installation")
-    spec = importlib.util.spec_from_file_location("make_keras_manifest", MANIFEST_TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     document = json.loads(REPO_MANIFEST.read_text(encoding="utf8"))
-    rebuilt = tool.merge(document, tool.keras_entries())
+    keras_entries = manifest_tools.keras_entries()
+    rebuilt = download.merge_manifest(document, keras_entries, manifest_tools.KERAS_SOURCE)
     assert rebuilt == document
     other = {"url": "https://example.invalid/x.pth", "hash": "sha256:0123456789", "source": "torchvision"}
     output = tmp_path / "manifest.json"
     output.write_text(json.dumps({"format_version": 1, "files": {"x.pth": other}}), encoding="utf8")
-    tool.main(["--output", str(output)])
+    manifest_tools.main(manifest_tools.KERAS_SOURCE, ["--output", str(output)])
     files = json.loads(output.read_text(encoding="utf8"))["files"]
     assert files["x.pth"] == other
-    assert len(files) == len(tool.keras_entries()) + 1
+    assert len(files) == len(keras_entries) + 1
     assert output.read_text(encoding="utf8") == json.dumps(
         {"files": files, "format_version": 1}, indent=1, sort_keys=True,
     ) + "\n"
@@ -496,12 +475,23 @@ def _first_pretrained_per_family() -> list[str]:
 @pytest.mark.parametrize("name", _first_pretrained_per_family())
 def test_builder_asks_for_the_file_the_manifest_lists(name, real_manifest):
     """The file a builder requests with ``weights="imagenet"`` (no top, smallest size) is in the manifest."""
-    expected = [(f, rows) for f, rows, top in _imagenet_file_names(name) if not top]
+    files = _imagenet_file_names(name)
+    expected = [(f, rows) for f, rows, top in files if not top] or [(f, rows) for f, rows, _ in files]
     file_name, rows = min(expected, key=lambda item: item[1])
     with _intercepted_fetch() as requested, pytest.raises(_FetchedError):
         keras_lightnets.create_model(name, weights="imagenet", include_top=False, input_shape=(rows, rows, 3))
     assert requested == [file_name]
     assert file_name in real_manifest
+
+
+@pytest.mark.parametrize("name", _first_pretrained_per_family())
+def test_builder_asks_for_the_record_file_of_each_size_and_top(name):
+    """With ``weights="imagenet"`` every pretrained (input size, top) builds asking for the record's file."""
+    for file_name, rows, include_top in _imagenet_file_names(name):
+        for top in (True, False) if include_top and file_name.endswith(".pth") else (include_top,):
+            with _intercepted_fetch() as requested, pytest.raises(_FetchedError):
+                keras_lightnets.create_model(name, weights="imagenet", include_top=top, input_shape=(rows, rows, 3))
+            assert requested == [file_name], (rows, top)
 
 
 # keras.applications builders, the smallest of each family, and the manifest file they fetch.

@@ -281,9 +281,12 @@ def finish_model(
 ):
     """Create the Functional model and load ``weights`` into it.
 
-    ``torch_mapping(model) -> [(keras_layer_name, torch_prefix)]`` is given by
-    families with a torchvision counterpart: it lets ``weights`` be a torchvision
-    checkpoint (``.safetensors``/``.pth``/``.pt``) and ``"imagenet"`` a torchvision file.
+    ``imagenet_file()`` names the weights manifest's file for ``weights="imagenet"``
+    (a family asks its registry record: ``registry.variant_of(builder, **kwargs).weight_file(...)``);
+    ``None``: the model has no ImageNet weights.
+    ``torch_mapping(model) -> [(keras_layer_name, torch_prefix)]`` is given by families
+    with a torchvision counterpart: it lets ``weights`` be a torchvision checkpoint
+    (``.safetensors``/``.pth``/``.pt``) and ``"imagenet"`` a torchvision file.
     """
     keras = _backend.keras_module()
     model = keras.Model(inputs, outputs, name=name)

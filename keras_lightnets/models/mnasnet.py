@@ -25,17 +25,11 @@ from keras_lightnets.models.builder import (
     make_divisible,
     prepare_input,
 )
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_rate
 
 PAPER = "https://arxiv.org/abs/1807.11626"
 PRETRAINED_ALPHAS_B1 = (0.5, 0.75, 1.0, 1.3)
-TORCHVISION_FILES = {
-    0.5: "mnasnet0.5_top1_67.823-3ffadce67e.pth",
-    0.75: "mnasnet0_75-7090bc5f.pth",
-    1.0: "mnasnet1.0_top1_73.512-f206786ef8.pth",
-    1.3: "mnasnet1_3-a4c69d6f.pth",
-}
 STEM_FILTERS = 32  # stem conv; then a depthwise-separable conv to SEPARABLE_FILTERS (both scaled)
 SEPARABLE_FILTERS = 16
 HEAD_FILTERS = 1280  # not scaled by alpha (as torchvision and the paper)
@@ -61,6 +55,9 @@ A1_STAGES = (
 )
 _BN = BatchNorm(epsilon=1e-5, momentum=1.0 - 0.0003)  # torch momentum 0.0003 -> Keras 0.9997
 _FIRST_STAGE_LAYER = 8  # torchvision's ``layers`` index of the first stage (after the 8-module stem)
+# Blocks for unfreezing: each inverted residual ("stage1_block1", ...) and the stem ("stem");
+# head_conv is a block of its own.
+LAYER_GROUPS = ((r"(stage\d+_block\d+)(?:_|$)", r"\1"), (r"(stem)(?:_|$)", r"\1"))
 
 
 def _prefix(stage: int, block: int) -> str:
@@ -185,7 +182,8 @@ def MnasNetB1(
         input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, dropout_rate=dropout_rate,
         name=name or f"mnasnet_b1_{_alpha_text(alpha)}",
-        imagenet_file=lambda: TORCHVISION_FILES[alpha], torch_mapping=torch_mapping_b1,
+        imagenet_file=lambda: variant_of(MnasNetB1, alpha=alpha).weight_file(include_top=include_top),
+        torch_mapping=torch_mapping_b1,
         include_preprocessing=include_preprocessing,
     )
 
@@ -252,19 +250,19 @@ def MnasNetA1(
 preprocess_input = imagenet.preprocess_torch
 decode_predictions = imagenet.decode_predictions
 
-_FACTS = dict(family="mnasnet", input_size=224, preprocessing="torch", paper=PAPER)
-# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 (B1) and the paper's Table 1 (A1).
+# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 (B1; the whole network in one file,
+# also used without the top) and the paper's Table 1 (A1).
 # ``params`` is Keras' count (BatchNorm moving statistics included); the trainable
 # count equals torchvision's ``num_params`` (B1) and the paper's 3.9M (A1).
-for _alpha, _params, _trainable, _macs, _top1 in (
-    (0.5, 2_239_136, 2_218_512, 104_455_968, 67.734),
-    (0.75, 3_200_016, 3_170_208, 215_493_104, 71.180),
-    (1.0, 4_421_232, 4_383_312, 314_415_872, 73.456),
-    (1.3, 6_331_072, 6_282_256, 526_362_432, 76.506),
+_FACTS = dict(family="mnasnet", input_size=224, preprocessing="torch", paper=PAPER, layer_groups=LAYER_GROUPS)
+for _alpha, _file, _params, _trainable, _macs, _top1 in (
+    (0.5, "mnasnet0.5_top1_67.823-3ffadce67e.pth", 2_239_136, 2_218_512, 104_455_968, 67.734),
+    (0.75, "mnasnet0_75-7090bc5f.pth", 3_200_016, 3_170_208, 215_493_104, 71.180),
+    (1.0, "mnasnet1.0_top1_73.512-f206786ef8.pth", 4_421_232, 4_383_312, 314_415_872, 73.456),
+    (1.3, "mnasnet1_3-a4c69d6f.pth", 6_331_072, 6_282_256, 526_362_432, 76.506),
 ):
     register_model(f"mnasnet_b1_{_alpha_text(_alpha)}", MnasNetB1, {"alpha": _alpha}, params=_params,
-                   macs=_macs, top1=_top1, weights=("imagenet",),
+                   macs=_macs, top1=_top1, weight_files=(WeightFile(_file, 224),),
                    notes=f"{_trainable:,} trainable parameters (torchvision's num_params)", **_FACTS)
 register_model("mnasnet_a1_100", MnasNetA1, {"alpha": 1.0}, params=3_920_526, macs=311_579_072, top1=75.2,
-               weights=(), notes="3,887,038 trainable parameters; no ImageNet weights (torchvision has no A1)",
-               **_FACTS)
+               notes="3,887,038 trainable parameters; no ImageNet weights (torchvision has no A1)", **_FACTS)

@@ -16,13 +16,14 @@ from keras_lightnets.models.builder import (
     prepare_input,
     pretrained_size,
 )
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_choice, check_positive_int, check_rate
 
 PAPER = "https://arxiv.org/abs/1704.04861"
 PRETRAINED_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 PRETRAINED_SIZES = (128, 160, 192, 224)
-BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+# Blocks for unfreezing: conv_dw_5 and conv_pw_5 (with their BatchNorms) are block "conv_block_5".
+LAYER_GROUPS = ((r"conv_(?:dw|pw)_(\d+)(?:_|$)", r"conv_block_\1"),)
 
 # (pointwise filters at alpha=1, depthwise stride) of the 13 separable blocks.
 BLOCKS = (
@@ -30,12 +31,6 @@ BLOCKS = (
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
 )
 _BN = BatchNorm(epsilon=1e-3, momentum=0.99)
-
-
-def imagenet_file_name(alpha: float, rows: int, include_top: bool) -> str:
-    """keras.applications' file name of the ImageNet weights for ``alpha`` at ``rows`` pixels."""
-    alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
-    return f"mobilenet_{alpha_text}_{rows}_tf{'' if include_top else '_no_top'}.h5"
 
 
 def _separable_block(x, filters: int, stride: int, depth_multiplier: int, block_id: int):
@@ -131,16 +126,31 @@ def MobileNet(
         x = global_pool(x, pooling)
     return finish_model(
         inputs, x, name=name or f"mobilenet_{alpha:0.2f}_{rows}", weights=weights,
-        imagenet_file=lambda: imagenet_file_name(alpha, rows, include_top),
+        imagenet_file=lambda: variant_of(MobileNet, alpha=alpha).weight_file(rows, include_top),
     )
 
 
 preprocess_input = imagenet.preprocess_tf
 decode_predictions = imagenet.decode_predictions
 
-_FACTS = dict(family="mobilenet_v1", input_size=224, preprocessing="tf", paper=PAPER, weights=("imagenet",))
+
+def _weight_files(alpha: float) -> list[WeightFile]:
+    """keras.applications' ImageNet files of width ``alpha``: each pretrained size, with and without the top."""
+    alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
+    return [WeightFile(f"mobilenet_{alpha_text}_{rows}_tf{'' if top else '_no_top'}.h5", rows, top)
+            for top in (True, False) for rows in PRETRAINED_SIZES]
+
+
 # Top-1: the paper's Table 6/7 at 224x224.
-register_model("mobilenet_v1_025", MobileNet, {"alpha": 0.25}, params=475_544, macs=41_030_272, top1=50.6, **_FACTS)
-register_model("mobilenet_v1_050", MobileNet, {"alpha": 0.5}, params=1_342_536, macs=149_497_088, top1=63.7, **_FACTS)
-register_model("mobilenet_v1_075", MobileNet, {"alpha": 0.75}, params=2_601_976, macs=325_400_448, top1=68.4, **_FACTS)
-register_model("mobilenet_v1_100", MobileNet, {"alpha": 1.0}, params=4_253_864, macs=568_740_352, top1=70.6, **_FACTS)
+for _alpha, _params, _macs, _top1 in (
+    (0.25, 475_544, 41_030_272, 50.6),
+    (0.5, 1_342_536, 149_497_088, 63.7),
+    (0.75, 2_601_976, 325_400_448, 68.4),
+    (1.0, 4_253_864, 568_740_352, 70.6),
+):
+    register_model(
+        f"mobilenet_v1_{round(_alpha * 100):03d}", MobileNet, {"alpha": _alpha}, family="mobilenet_v1",
+        input_size=224, preprocessing="tf", params=_params, macs=_macs, top1=_top1, paper=PAPER,
+        weight_files=_weight_files(_alpha), twin=("MobileNet", {"alpha": _alpha}), layer_groups=LAYER_GROUPS,
+        module="keras_lightnets.mobilenet",
+    )

@@ -24,12 +24,13 @@ from keras_lightnets.models.builder import (
     prepare_input,
     pretrained_size,
 )
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 
 PAPER = "https://arxiv.org/abs/1801.04381"
 PRETRAINED_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 PRETRAINED_SIZES = (96, 128, 160, 192, 224)
-BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+# Blocks for unfreezing: "expanded_conv" (block 0) and "block_1" .. "block_16", each with its BatchNorms.
+LAYER_GROUPS = ((r"(block_\d+)(?:_|$)", r"\1"), (r"(expanded_conv(?:_\d+)?)(?:_|$)", r"\1"))
 
 # (expansion, output filters at alpha=1, stride) of blocks 0..16 (paper Table 2).
 BLOCKS = (
@@ -43,14 +44,6 @@ BLOCKS = (
 )
 _BN = BatchNorm(epsilon=1e-3, momentum=0.999)
 _NAMES = InvertedResidualNames(bn="_BN", pad="pad", act="relu")
-
-
-def imagenet_file_name(alpha: float, rows: int, include_top: bool) -> str:
-    """keras.applications' file name of the ImageNet weights for ``alpha`` at ``rows`` pixels."""
-    return (
-        f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}"
-        f"{'' if include_top else '_no_top'}.h5"
-    )
 
 
 def MobileNetV2(
@@ -126,14 +119,23 @@ def MobileNetV2(
     )
     return finish_model(
         inputs, x, name=name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights=weights,
-        imagenet_file=lambda: imagenet_file_name(alpha, rows, include_top),
+        imagenet_file=lambda: variant_of(MobileNetV2, alpha=alpha).weight_file(rows, include_top),
     )
 
 
 preprocess_input = imagenet.preprocess_tf
 decode_predictions = imagenet.decode_predictions
 
-_FACTS = dict(family="mobilenet_v2", input_size=224, preprocessing="tf", paper=PAPER, weights=("imagenet",))
+
+def _weight_files(alpha: float) -> list[WeightFile]:
+    """keras.applications' ImageNet files of width ``alpha``: each pretrained size, with and without the top."""
+    return [
+        WeightFile(f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}"
+                   f"{'' if top else '_no_top'}.h5", rows, top)
+        for top in (True, False) for rows in PRETRAINED_SIZES
+    ]
+
+
 # Top-1 at 224x224: the TF-Slim MobileNetV2 model zoo (the checkpoints keras.applications converted).
 for _alpha, _params, _macs, _top1 in (
     (0.35, 1_691_208, 59_285_808, 60.3),
@@ -143,5 +145,8 @@ for _alpha, _params, _macs, _top1 in (
     (1.3, 5_431_048, 509_374_560, 74.4),
     (1.4, 6_156_712, 582_195_824, 75.0),
 ):
-    register_model(f"mobilenet_v2_{round(_alpha * 100):03d}", MobileNetV2, {"alpha": _alpha},
-                   params=_params, macs=_macs, top1=_top1, **_FACTS)
+    register_model(
+        f"mobilenet_v2_{round(_alpha * 100):03d}", MobileNetV2, {"alpha": _alpha}, family="mobilenet_v2",
+        input_size=224, preprocessing="tf", params=_params, macs=_macs, top1=_top1, paper=PAPER,
+        weight_files=_weight_files(_alpha), twin=("MobileNetV2", {"alpha": _alpha}), layer_groups=LAYER_GROUPS,
+    )

@@ -21,11 +21,10 @@ from keras_lightnets.models.builder import (
     prepare_input,
     pretrained_size,
 )
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_bool, check_rate
 
 PAPER = "https://arxiv.org/abs/1905.02244"
-BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
 PRETRAINED_ALPHAS = (0.75, 1.0)
 PRETRAINED_ALPHAS_MINIMALISTIC = (1.0,)
 
@@ -65,16 +64,12 @@ LARGE = (
 LAST_POINT_CHANNELS = {"small": 1024, "large": 1280}
 SE_RATIO = 0.25
 _BN = BatchNorm(epsilon=1e-3, momentum=0.999)
-
-
-def imagenet_file_name(model_type: str, alpha: float, minimalistic: bool, include_top: bool) -> str:
-    """keras.applications' file name of the ImageNet weights of a MobileNetV3 variant."""
-    key = f"{model_type}{'_minimalistic' if minimalistic else ''}_224_{alpha}_float"
-    return f"weights_mobilenet_v3_{key}{'' if include_top else '_no_top_v2'}.h5"
+# Blocks for unfreezing: "expanded_conv" (block 0), "expanded_conv_1", ..., each with its BatchNorms and SE.
+LAYER_GROUPS = ((r"(expanded_conv(?:_\d+)?)(?:_|$)", r"\1"),)
 
 
 def _mobilenet_v3(
-    model_type, input_shape, alpha, minimalistic, include_top, weights, input_tensor,
+    builder, model_type, input_shape, alpha, minimalistic, include_top, weights, input_tensor,
     classes, pooling, dropout_rate, classifier_activation, include_preprocessing, name,
 ):
     pretrained = PRETRAINED_ALPHAS_MINIMALISTIC if minimalistic else PRETRAINED_ALPHAS
@@ -126,7 +121,8 @@ def _mobilenet_v3(
         x = global_pool(x, pooling)
     return finish_model(
         inputs, x, name=name, weights=weights,
-        imagenet_file=lambda: imagenet_file_name(model_type, alpha, minimalistic, include_top),
+        imagenet_file=lambda: variant_of(builder, alpha=alpha, minimalistic=minimalistic).weight_file(
+            224, include_top),
     )
 
 
@@ -145,7 +141,7 @@ def MobileNetV3Small(
     name="MobileNetV3Small",
 ):
     return _mobilenet_v3(
-        "small", input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
+        MobileNetV3Small, "small", input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
         pooling, dropout_rate, classifier_activation, include_preprocessing, name,
     )
 
@@ -165,7 +161,7 @@ def MobileNetV3Large(
     name="MobileNetV3Large",
 ):
     return _mobilenet_v3(
-        "large", input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
+        MobileNetV3Large, "large", input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
         pooling, dropout_rate, classifier_activation, include_preprocessing, name,
     )
 
@@ -206,7 +202,14 @@ MobileNetV3Large.__doc__ = _DOCSTRING.format(name="MobileNetV3Large")
 preprocess_input = imagenet.preprocess_none
 decode_predictions = imagenet.decode_predictions
 
-_FACTS = dict(family="mobilenet_v3", input_size=224, preprocessing="in_model", paper=PAPER, weights=("imagenet",))
+
+def _weight_files(model_type: str, alpha: float, minimalistic: bool) -> list[WeightFile]:
+    """keras.applications' ImageNet files of a variant (224x224), with and without the top."""
+    key = f"{model_type}{'_minimalistic' if minimalistic else ''}_224_{alpha}_float"
+    return [WeightFile(f"weights_mobilenet_v3_{key}{'' if top else '_no_top_v2'}.h5", 224, top)
+            for top in (True, False)]
+
+
 # Top-1 at 224x224: the paper's Table 3 (1.0 and 0.75) and the TF-Slim model zoo (minimalistic).
 _MINIMAL = {"alpha": 1.0, "minimalistic": True}
 for _name, _builder, _kwargs, _params, _macs, _top1 in (
@@ -217,4 +220,10 @@ for _name, _builder, _kwargs, _params, _macs, _top1 in (
     ("mobilenet_v3_large_100", MobileNetV3Large, {"alpha": 1.0}, 5_507_432, 216_589_760, 75.2),
     ("mobilenet_v3_large_minimal_100", MobileNetV3Large, _MINIMAL, 3_948_688, 209_136_704, 72.3),
 ):
-    register_model(_name, _builder, _kwargs, params=_params, macs=_macs, top1=_top1, **_FACTS)
+    _model_type = _builder.__name__.removeprefix("MobileNetV3").lower()
+    register_model(
+        _name, _builder, _kwargs, family="mobilenet_v3", input_size=224, preprocessing="in_model",
+        params=_params, macs=_macs, top1=_top1, paper=PAPER,
+        weight_files=_weight_files(_model_type, _kwargs["alpha"], _kwargs.get("minimalistic", False)),
+        twin=(_builder.__name__, _kwargs), layer_groups=LAYER_GROUPS,
+    )

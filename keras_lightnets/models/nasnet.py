@@ -22,22 +22,22 @@ from keras_lightnets.layout import channel_axis, channels, image_shape
 from keras_lightnets.models import features
 from keras_lightnets.models.blocks import BatchNorm, activation, classifier_or_pooling, pad_for_stride
 from keras_lightnets.models.builder import finish_model, in_model_preprocessing, prepare_input, pretrained_size
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_positive_int
 
 PAPER = "https://arxiv.org/abs/1707.07012"
-BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
 
 # NASNet-A Mobile (4 @ 1056): keras.applications' NASNetMobile arguments.
 MOBILE = dict(penultimate_filters=1056, num_blocks=4, stem_block_filters=32, skip_reduction=False,
               filter_multiplier=2)
 _BN = BatchNorm(epsilon=1e-3, momentum=0.9997)
 _INIT = "he_normal"
-
-
-def imagenet_file_name(include_top: bool) -> str:
-    """keras.applications' (cache) file name of the NASNetMobile ImageNet weights."""
-    return "nasnet_mobile.h5" if include_top else "nasnet_mobile_no_top.h5"
+# Blocks for unfreezing: each cell ("cell_3", "cell_reduce_4", "cell_stem_1": its adjust block, 1x1 conv,
+# separable blocks and BatchNorms) and the stem conv with its BatchNorm ("stem").
+LAYER_GROUPS = (
+    (r"(?:normal|reduction|adjust|separable)\w*?_((?:stem_|reduce_)?\d+)$", r"cell_\1"),
+    (r"(stem)(?:_|$)", r"\1"),
+)
 
 
 def _conv1x1(x, filters: int, name: str):
@@ -273,7 +273,8 @@ def NASNetMobile(
         input_shape, **MOBILE, include_top=include_top, weights=weights, input_tensor=input_tensor,
         pooling=pooling, classes=classes, default_size=224,
         classifier_activation=classifier_activation, name=name,
-        imagenet_file=lambda: imagenet_file_name(include_top), include_preprocessing=include_preprocessing,
+        imagenet_file=lambda: variant_of(NASNetMobile).weight_file(224, include_top),
+        include_preprocessing=include_preprocessing,
     )
 
 
@@ -283,5 +284,7 @@ decode_predictions = imagenet.decode_predictions
 # Top-1 at 224x224: the paper's Table 2 (NASNet-A 4 @ 1056).
 register_model(
     "nasnet_mobile", NASNetMobile, {}, family="nasnet", input_size=224, preprocessing="tf",
-    params=5_326_716, macs=563_638_816, top1=74.0, weights=("imagenet",), paper=PAPER,
+    params=5_326_716, macs=563_638_816, top1=74.0, paper=PAPER,
+    weight_files=(WeightFile("nasnet_mobile.h5", 224, True), WeightFile("nasnet_mobile_no_top.h5", 224, False)),
+    twin=("NASNetMobile", {}), layer_groups=LAYER_GROUPS,
 )

@@ -1,34 +1,58 @@
-"""The model registry: one name per variant, its builder and its facts.
+"""The model registry: one record per variant, holding everything the package knows about it.
 
-A family module registers each variant with ``register_model``; everything else
-(``list_models``, ``create_model``, the CLI, the tests) reads the registry, so a
-variant is covered everywhere the moment it is registered. Facts that can be
-derived from the built model (parameter count, MACs) are stated here once and
-re-derived by the tests.
+A family module registers each variant with ``register_model``: its builder and kwargs,
+its default input size and preprocessing, its facts (parameters, MACs, top-1, paper), its
+pretrained weight files (by their names in the weights manifest, per input size, with or
+without the top), its ``keras.applications`` twin and how its layer names group into
+blocks (for unfreezing), as torchvision's ``Weights`` and timm's ``default_cfgs`` do.
+Everything else (``list_models``, ``create_model``, the builders' ``weights="imagenet"``,
+the CLI, benchmarks, training, the manifest tools, the tests) reads these records, so a
+variant is covered everywhere the moment it is registered. The weights manifest holds only
+facts about each file's bytes (URL, hashes, size, license); ``weight_sources`` joins the two.
+Facts that can be derived from the built model (parameter count, MACs) are stated here
+once and re-derived by the tests.
+
+This module imports no family module: importing it runs ``keras_lightnets/__init__.py``
+first, which imports every family, so the registry is full whenever it is read.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from keras_lightnets import _backend
 from keras_lightnets.errors import InputError
+from keras_lightnets.imagenet import PREPROCESSING
 from keras_lightnets.models import features
 
-PREPROCESSING = {
-    "tf": "scale pixels from [0, 255] to [-1, 1] (preprocess_input, mode 'tf')",
-    "in_model": "none: the model rescales [0, 255] pixels itself (include_preprocessing=True)",
-    "torch": "pixels / 255, then minus ImageNet mean / ImageNet std, per channel (mode 'torch')",
-}
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
-# The public family module of each family (keras.applications' layout): ``keras_lightnets.<module>``.
-FAMILY_MODULES = {"mobilenet_v1": "mobilenet"}
-# What ``weight_sources`` reports of each manifest entry.
-SOURCE_FIELDS = ("url", "source", "license", "format", "include_top", "input_size", "verified", "sha256", "size")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One pretrained weight file of a variant, by its name in the weights manifest.
+
+    ``input_size``: the square input side (pixels) it was trained at; ``include_top``:
+    whether it holds the classifier.
+    """
+
+    name: str
+    input_size: int
+    include_top: bool = True
+
+
+@dataclass(frozen=True)
+class Twin:
+    """The ``keras.applications`` builder of the same architecture: ``keras.applications.<builder>(**kwargs)``."""
+
+    builder: str
+    kwargs: MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -37,7 +61,10 @@ class ModelConfig:
 
     ``params`` and ``macs`` are for the default input size with the ImageNet
     classifier (1000 classes); ``macs`` counts multiply-accumulates of
-    convolutions and dense layers (see ``keras_lightnets.macs``).
+    convolutions and dense layers (see ``keras_lightnets.macs``). ``preprocessing``
+    is a key of ``keras_lightnets.imagenet.PREPROCESSING``. ``layer_groups`` are
+    ``(regex, block key template)`` pairs: a layer whose name the regex matches
+    (``re.match``) belongs to the block ``match.expand(template)``; the first match wins.
     """
 
     name: str
@@ -49,19 +76,39 @@ class ModelConfig:
     params: int
     macs: int
     top1: float | None
-    weights: tuple[str, ...]
     paper: str
+    module: str
+    weight_files: tuple[WeightFile, ...] = ()
+    twin: Twin | None = None
+    layer_groups: tuple[tuple[str, str], ...] = ()
     notes: str = ""
-    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.input_size, self.input_size, 3)
 
     @property
-    def module(self) -> str:
-        """The public family module, e.g. ``"keras_lightnets.mobilenet_v3"``."""
-        return f"keras_lightnets.{FAMILY_MODULES.get(self.family, self.family)}"
+    def weights(self) -> tuple[str, ...]:
+        """The builder's named weights: ``("imagenet",)`` when the variant has weight files, else ``()``."""
+        return ("imagenet",) if self.weight_files else ()
+
+    def weight_file(self, input_size: int | None = None, include_top: bool = True) -> str:
+        """The manifest name of the ImageNet weights for ``input_size`` (default: the variant's).
+
+        A file with the top serves a headless model when the variant has no headless file
+        at that size (torchvision's checkpoints hold the whole network; the top's tensors
+        are skipped). ``errors.InputError`` when the variant has no such file.
+        """
+        size = self.input_size if input_size is None else input_size
+        at_size = [f for f in self.weight_files if f.input_size == size]
+        found = [f for f in at_size if f.include_top == include_top] or [f for f in at_size if f.include_top]
+        if found:
+            return found[0].name
+        sizes = sorted({f.input_size for f in self.weight_files})
+        raise InputError(
+            f"model {self.name!r} has no ImageNet weights for input size {size}"
+            f"{'' if include_top else ' without the top'}; sizes with weights: {sizes or 'none'}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-data view (for JSON and tables)."""
@@ -78,26 +125,34 @@ _REGISTRY: dict[str, ModelConfig] = {}
 
 
 def register_model(
-    name: str, builder: Callable[..., Any], kwargs: dict[str, Any] | None = None, *,
-    family: str, input_size: int, preprocessing: str, params: int, macs: int,
-    top1: float | None, weights: Sequence[str] = (), paper: str, notes: str = "",
+    name: str, builder: Callable[..., Any], kwargs: Mapping[str, Any] | None = None, *,
+    family: str, input_size: int, preprocessing: str, params: int, macs: int, top1: float | None, paper: str,
+    weight_files: Sequence[WeightFile] = (), twin: tuple[str, Mapping[str, Any]] | None = None,
+    layer_groups: Sequence[tuple[str, str]] = (), module: str | None = None, notes: str = "",
 ) -> ModelConfig:
-    """Register a variant: ``builder(**kwargs)`` builds it."""
+    """Register a variant: ``builder(**kwargs)`` builds it.
+
+    ``weight_files``: its pretrained files (each must be in the weights manifest);
+    ``twin``: ``(keras.applications builder name, kwargs)`` of the same architecture;
+    ``layer_groups``: see ``ModelConfig``; ``module``: the public family module
+    (default ``keras_lightnets.<family>``); ``notes``: shown by ``lightnets info``.
+    ``ValueError`` for a name already registered or a malformed fact.
+    """
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"`preprocessing` must be one of {sorted(PREPROCESSING)}; received {preprocessing!r}")
+    for pattern, _ in layer_groups:
+        re.compile(pattern)
     config = ModelConfig(
         name=name, family=family, builder=builder, kwargs=MappingProxyType(dict(kwargs or {})),
-        input_size=input_size, preprocessing=preprocessing, params=params, macs=macs,
-        top1=top1, weights=tuple(weights), paper=paper, notes=notes,
+        input_size=input_size, preprocessing=preprocessing, params=params, macs=macs, top1=top1, paper=paper,
+        module=module or f"keras_lightnets.{family}", weight_files=tuple(weight_files),
+        twin=None if twin is None else Twin(twin[0], MappingProxyType(dict(twin[1]))),
+        layer_groups=tuple((pattern, template) for pattern, template in layer_groups), notes=notes,
     )
     _REGISTRY[name] = config
     return config
-
-
-def _ensure_families_loaded() -> None:
-    from keras_lightnets import models  # noqa: F401  (registers every family)
 
 
 def _type_error(argument: str, expected: str, value: Any) -> TypeError:
@@ -114,7 +169,6 @@ def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
         raise _type_error("pattern", "a shell-style pattern string such as 'mobilenet_v3*'", pattern)
     if not isinstance(pretrained, bool):
         raise _type_error("pretrained", "True or False", pretrained)
-    _ensure_families_loaded()
     return sorted(
         name for name, config in _REGISTRY.items()
         if fnmatch.fnmatchcase(name, pattern) and (not pretrained or "imagenet" in config.weights)
@@ -129,7 +183,6 @@ def model_config(name: str) -> ModelConfig:
     """
     if not isinstance(name, str):
         raise _type_error("name", "a registered model name (a string; see list_models())", name)
-    _ensure_families_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -141,22 +194,51 @@ def model_config(name: str) -> ModelConfig:
         ) from None
 
 
+def registered() -> list[ModelConfig]:
+    """Every record, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def variant_of(builder: Callable[..., Any], **arguments: Any) -> ModelConfig:
+    """The registered variant that ``builder(**arguments)`` builds.
+
+    A record of ``builder`` matches when each argument equals the record's kwarg of
+    that name, or the builder's default where the record sets none. Builders call it to
+    find their weight files. ``errors.InputError`` when no record matches.
+    """
+    defaults = {name: p.default for name, p in inspect.signature(builder).parameters.items()}
+    for config in _REGISTRY.values():
+        if config.builder is builder and all(
+            config.kwargs.get(key, defaults.get(key)) == value for key, value in arguments.items()
+        ):
+            return config
+    shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    raise InputError(f"no registered variant of {builder.__name__} has {shown}; see keras_lightnets.list_models()")
+
+
+# What ``weight_sources`` reports of each file, in this order: the manifest's facts and the record's.
+SOURCE_FIELDS = ("url", "source", "license", "format", "include_top", "input_size", "verified", "sha256", "size")
+
+
 def weight_sources(name: str) -> list[dict[str, Any]]:
     """Where the pretrained weights of variant ``name`` come from, one dict per file.
 
-    Read from the weights manifest (``keras_lightnets.weights.download.manifest``):
-    ``{"file", "url", "source", "license", "format", "include_top", "input_size",
-    "verified", "sha256", "size"}`` for every entry listing ``name`` in its ``models``,
-    sorted by file name; empty for a variant without weights. ``errors.InputError`` for
-    an unknown name or a bad manifest.
+    The record's weight files joined with their entries in the weights manifest in use
+    (``keras_lightnets.weights.download.manifest``): ``{"file", "url", "source", "license",
+    "format", "include_top", "input_size", "verified", "sha256", "size"}`` per file,
+    sorted by file name; files that manifest does not list are left out, so a variant
+    without weights has none. ``errors.InputError`` for an unknown name or a bad manifest.
     """
-    model_config(name)
+    config = model_config(name)
     from keras_lightnets.weights import download
 
-    return [
-        {"file": file, **{key: entry.get(key) for key in SOURCE_FIELDS}}
-        for file, entry in sorted(download.manifest().items()) if name in (entry.get("models") or ())
-    ]
+    entries = download.manifest()
+    sources = []
+    for file in sorted(config.weight_files, key=lambda f: f.name):
+        if file.name in entries:
+            facts = {**entries[file.name], "include_top": file.include_top, "input_size": file.input_size}
+            sources.append({"file": file.name, **{key: facts.get(key) for key in SOURCE_FIELDS}})
+    return sources
 
 
 def create_model(

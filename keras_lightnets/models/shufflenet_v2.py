@@ -28,16 +28,10 @@ from keras_lightnets.models.builder import (
     make_divisible,
     prepare_input,
 )
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 
 PAPER = "https://arxiv.org/abs/1807.11164"
 PRETRAINED_ALPHAS = (0.5, 1.0, 1.5, 2.0)
-TORCHVISION_FILES = {
-    0.5: "shufflenetv2_x0.5-f707e7126e.pth",
-    1.0: "shufflenetv2_x1-5666bf0f80.pth",
-    1.5: "shufflenetv2_x1_5-3c479a10.pth",
-    2.0: "shufflenetv2_x2_0-8be3c8ee.pth",
-}
 STEM_CHANNELS = 24
 STAGE_REPEATS = (4, 8, 4)  # units of stages 2, 3, 4; the first unit of each has stride 2
 # Output channels of stages 2, 3, 4 and of conv5 (paper Table 5, torchvision's lists).
@@ -48,6 +42,8 @@ STAGE_CHANNELS = {
     2.0: (244, 488, 976, 2048),
 }
 _BN = BatchNorm(epsilon=1e-5, momentum=0.9)
+# Blocks for unfreezing: each unit ("stage2_unit1", ...); conv1 and conv5 are blocks of their own.
+LAYER_GROUPS = ((r"(stage\d+_unit\d+)(?:_|$)", r"\1"),)
 
 
 def stage_channels(alpha: float) -> tuple[int, int, int, int]:
@@ -190,23 +186,26 @@ def ShuffleNetV2(
     )
     return finish_model(
         inputs, x, name=name or f"shufflenet_v2_x{width_text(alpha)}", weights=weights,
-        imagenet_file=lambda: TORCHVISION_FILES[alpha], torch_mapping=torch_mapping,
+        imagenet_file=lambda: variant_of(ShuffleNetV2, alpha=alpha).weight_file(include_top=include_top),
+        torch_mapping=torch_mapping,
     )
 
 
 preprocess_input = imagenet.preprocess_torch
 decode_predictions = imagenet.decode_predictions
 
-_FACTS = dict(family="shufflenet_v2", input_size=224, preprocessing="torch", paper=PAPER, weights=("imagenet",))
-# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 of these checkpoints.
-# ``params`` is Keras' count (BatchNorm moving statistics included); the trainable
-# count equals torchvision's ``num_params``.
-for _alpha, _params, _trainable, _macs, _top1 in (
-    (0.5, 1_374_744, 1_366_792, 40_476_448, 60.552),
-    (1.0, 2_294_784, 2_278_604, 144_907_992, 69.362),
-    (1.5, 3_527_064, 3_503_624, 295_759_392, 72.996),
-    (2.0, 7_427_712, 7_393_996, 583_253_464, 76.230),
+# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 of these checkpoints (the whole
+# network in one file, also used without the top). ``params`` is Keras' count (BatchNorm moving
+# statistics included); the trainable count equals torchvision's ``num_params``.
+for _alpha, _file, _params, _trainable, _macs, _top1 in (
+    (0.5, "shufflenetv2_x0.5-f707e7126e.pth", 1_374_744, 1_366_792, 40_476_448, 60.552),
+    (1.0, "shufflenetv2_x1-5666bf0f80.pth", 2_294_784, 2_278_604, 144_907_992, 69.362),
+    (1.5, "shufflenetv2_x1_5-3c479a10.pth", 3_527_064, 3_503_624, 295_759_392, 72.996),
+    (2.0, "shufflenetv2_x2_0-8be3c8ee.pth", 7_427_712, 7_393_996, 583_253_464, 76.230),
 ):
-    register_model(f"shufflenet_v2_x{width_text(_alpha)}", ShuffleNetV2, {"alpha": _alpha},
-                   params=_params, macs=_macs, top1=_top1,
-                   notes=f"{_trainable:,} trainable parameters (torchvision's num_params)", **_FACTS)
+    register_model(
+        f"shufflenet_v2_x{width_text(_alpha)}", ShuffleNetV2, {"alpha": _alpha}, family="shufflenet_v2",
+        input_size=224, preprocessing="torch", params=_params, macs=_macs, top1=_top1, paper=PAPER,
+        weight_files=(WeightFile(_file, 224),), layer_groups=LAYER_GROUPS,
+        notes=f"{_trainable:,} trainable parameters (torchvision's num_params)",
+    )

@@ -17,12 +17,13 @@ from keras_lightnets.layout import channel_axis
 from keras_lightnets.models import features
 from keras_lightnets.models.blocks import global_pool
 from keras_lightnets.models.builder import finish_model, in_model_preprocessing, prepare_input
-from keras_lightnets.models.registry import register_model
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_choice, check_rate
 
 PAPER = "https://arxiv.org/abs/1602.07360"
 VERSIONS = ("1.0", "1.1")
-TORCHVISION_FILES = {"1.0": "squeezenet1_0-b66bff10.pth", "1.1": "squeezenet1_1-b8a52dc0.pth"}
+# Blocks for unfreezing: each fire module ("fire2" .. "fire9"); conv1 and conv10 are blocks of their own.
+LAYER_GROUPS = ((r"(fire\d+)(?:_|$)", r"\1"),)
 
 # torchvision's ``features`` Sequential, one row per module that is not a ReLU:
 # ("conv", filters, kernel, stride) is a biased conv followed by a ReLU; ("pool",) a
@@ -178,7 +179,7 @@ def SqueezeNet(
         x = global_pool(x, pooling)
     return finish_model(
         inputs, x, name=name or f"squeezenet{version.replace('.', '_')}", weights=weights,
-        imagenet_file=lambda: TORCHVISION_FILES[version],
+        imagenet_file=lambda: variant_of(SqueezeNet, version=version).weight_file(include_top=include_top),
         torch_mapping=lambda model: torch_mapping(model, version),
     )
 
@@ -186,12 +187,14 @@ def SqueezeNet(
 preprocess_input = imagenet.preprocess_torch
 decode_predictions = imagenet.decode_predictions
 
-_FACTS = dict(family="squeezenet", input_size=224, preprocessing="torch", paper=PAPER, weights=("imagenet",))
-# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 of these checkpoints.
-# No BatchNorm, so ``params`` equals torchvision's ``num_params``.
-for _version, _params, _macs, _top1 in (
-    ("1.0", 1_248_424, 818_924_576, 58.092),
-    ("1.1", 1_235_496, 349_151_936, 58.178),
+# Top-1 at 224x224: torchvision's documented ImageNet-1K acc@1 of these checkpoints (the whole
+# network in one file, also used without the top). No BatchNorm, so ``params`` equals torchvision's ``num_params``.
+for _version, _file, _params, _macs, _top1 in (
+    ("1.0", "squeezenet1_0-b66bff10.pth", 1_248_424, 818_924_576, 58.092),
+    ("1.1", "squeezenet1_1-b8a52dc0.pth", 1_235_496, 349_151_936, 58.178),
 ):
-    register_model(f"squeezenet{_version.replace('.', '_')}", SqueezeNet, {"version": _version},
-                   params=_params, macs=_macs, top1=_top1, **_FACTS)
+    register_model(
+        f"squeezenet{_version.replace('.', '_')}", SqueezeNet, {"version": _version}, family="squeezenet",
+        input_size=224, preprocessing="torch", params=_params, macs=_macs, top1=_top1, paper=PAPER,
+        weight_files=(WeightFile(_file, 224),), layer_groups=LAYER_GROUPS,
+    )

@@ -1,5 +1,6 @@
-"""Pretrained weights: the manifest and download (``download``), file loading (``loading``)
-and porting of torchvision checkpoints (``torchvision``)."""
+"""Pretrained weights: the manifest and download (``download``), file loading (``loading``),
+porting of torchvision checkpoints (``torchvision``; ``port_tool`` converts one into a Keras
+file) and the writers of the manifest's entries (``manifest_tools``)."""
 
 from __future__ import annotations
 

@@ -1,24 +1,28 @@
 """Pretrained weight files: the manifest, the offline mirror, a bounded download and the cache.
 
 The manifest (``weights/manifest.json`` in the repository, shipped inside the
-wheel) lists every file the package knows by file name. Each entry has:
+wheel) lists every file the package knows by file name, with the facts about its
+bytes only; which variant uses a file, at which input size and with or without the
+top, is on the variant's registry record (``keras_lightnets.models.registry``).
+Each entry has:
 
 * ``url``: where the file is downloaded from; ``http(s)`` only.
 * ``hash``: upstream's own check, ``"md5:<32 hex>"`` or ``"sha256:<hex>"`` (the
   full digest, or the 8-10 digit prefix torchvision puts in its file names), or
   ``null`` where upstream publishes none.
 * ``sha256`` / ``size``: the file's full sha256 and its size in bytes, where
-  known (``null`` otherwise; see ``tools/make_*_manifest.py`` for their sources).
+  known (``null`` otherwise; see ``weights.manifest_tools`` for their sources).
 * ``max_bytes``: an upper bound on the size, used when ``size`` is unknown.
 * ``verified``: how strongly a file is checked, derived from the fields above
   (``verification_level``): ``"sha256"`` (full sha256), ``"md5"`` (upstream's
   full md5), ``"name-prefix"`` (only torchvision's 32-40 bit prefix) or ``"none"``
   (only the byte bound). ``fetch`` warns once per file for the last two.
-* ``format``, ``input_size``, ``include_top``, ``models``, ``source``, ``license``.
+* ``format`` (``"keras-legacy-h5"``, or ``"torchvision-pth"``: ported, see
+  ``weights.torchvision``), ``source`` (who publishes it), ``license``.
 
 A manifest that is not valid JSON, lacks ``files``, or has an entry with a
-missing or mistyped field raises one ``InputError`` line naming the manifest and
-the entry and field.
+missing, mistyped or unknown field raises one ``InputError`` line naming the
+manifest and the entry and field.
 
 ``fetch(file_name)`` returns a local path, looking in this order:
 
@@ -27,9 +31,11 @@ the entry and field.
 2. the Keras cache (``$KERAS_HOME/models``, default ``~/.keras/models``, where
    keras.applications keeps the same files), checked;
 3. a download, streamed into a temporary file beside the cache entry (named by
-   ``training.outputs`` with this process's id), checked (size, hashes), then
+   ``files.temp_file_beside`` with this process's id), checked (size, hashes), then
    renamed into place: a failed, refused or killed download leaves nothing
    usable in the cache, and ``fetch`` removes the temporaries of killed runs.
+   Inside ``with offline():`` there is no download: ``fetch`` raises
+   ``NotCachedError`` instead.
 
 Downloads are bounded: ``CONNECT_TIMEOUT`` to connect, ``READ_TIMEOUT`` for every
 read (headers included), ``DOWNLOAD_DEADLINE`` for the whole transfer, and at
@@ -39,6 +45,8 @@ most ``size`` bytes (else ``max_bytes``, else ``DEFAULT_MAX_BYTES``). Only
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import http.client
@@ -52,6 +60,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +84,30 @@ _CHUNK = 1 << 16
 
 VERIFIED_LEVELS = ("sha256", "md5", "name-prefix", "none")  # strongest first
 WEAK_LEVELS = ("name-prefix", "none")
-_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
-    "format": (str,), "source": (str,), "license": (str,), "include_top": (bool,), "input_size": (int,),
-}
+ENTRY_FIELDS = ("url", "hash", "sha256", "size", "max_bytes", "format", "source", "license", "verified")
+_TEXT_FIELDS = ("format", "source", "license")
 
 
 class WeakVerificationWarning(UserWarning):
     """A weight file is checked only by a short hash prefix from its name, or by its size bound."""
+
+
+class NotCachedError(InputError):
+    """Downloads are off (``offline()``) and the weight file is neither in the mirror nor in the cache."""
+
+
+_offline: contextvars.ContextVar[bool] = contextvars.ContextVar("keras_lightnets_weights_offline", default=False)
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Inside the block (this thread or task only), ``fetch`` serves weight files from the
+    mirror or the cache and raises ``NotCachedError`` instead of downloading."""
+    token = _offline.set(True)
+    try:
+        yield
+    finally:
+        _offline.reset(token)
 
 
 def _manifest_path() -> Path:
@@ -157,6 +183,12 @@ def check_entry(name: str, entry: Any, where: str = "the weights manifest") -> N
         raise InputError(f"{where}: {name!r} is not a file name (entries are named by plain file names)")
     if not isinstance(entry, dict):
         raise InputError(f"{where}: entry {name!r} must be a JSON object; received {type(entry).__name__}")
+    unknown = [field for field in entry if field not in ENTRY_FIELDS]
+    if unknown:
+        raise InputError(
+            f"{where}: entry {name!r}: unknown field {unknown[0]!r}; an entry has only {', '.join(ENTRY_FIELDS)} "
+            "(which model uses a file, at which input size, is on its registry record)"
+        )
     url = entry.get("url")
     if not isinstance(url, str):
         raise bad("url", "an http(s) URL string", url) if "url" in entry else InputError(
@@ -182,13 +214,10 @@ def check_entry(name: str, entry: Any, where: str = "the weights manifest") -> N
     parsed = _split_hash(entry.get("hash"))
     if sha and parsed and parsed[0] == "sha256" and not sha.startswith(parsed[1]):
         raise bad("sha256", f"consistent with 'hash' ({entry['hash']})", sha)
-    for field, types in _ENTRY_TYPES.items():
+    for field in _TEXT_FIELDS:
         value = entry.get(field)
-        if value is not None and (not isinstance(value, types) or (types == (int,) and isinstance(value, bool))):
-            raise bad(field, f"a {types[0].__name__}", value)
-    models = entry.get("models")
-    if models is not None and not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
-        raise bad("models", "a list of model names", models)
+        if value is not None and not isinstance(value, str):
+            raise bad(field, "a str", value)
     level = entry.get("verified")
     if level is not None and level != verification_level(entry):
         raise bad("verified", f"{verification_level(entry)!r} (what its hash fields allow)", level)
@@ -233,7 +262,7 @@ def manifest() -> dict[str, dict[str, Any]]:
 
 def merge_manifest(document: dict[str, Any] | None, entries: dict[str, dict[str, Any]], source: str) -> dict[str, Any]:
     """A manifest document whose entries from ``source`` are exactly ``entries``; the other
-    sources' entries are kept (used by ``tools/make_*_manifest.py``)."""
+    sources' entries are kept (used by ``weights.manifest_tools``)."""
     merged = dict(document or {})
     files = {
         name: entry for name, entry in (merged.get("files") or {}).items()
@@ -260,15 +289,16 @@ def max_bytes_for_parameters(params: int) -> int:
 
 
 def make_entry(url: str, *, hash: str | None, sha256: str | None, size: int | None, max_bytes: int,
-               **facts: Any) -> dict[str, Any]:
-    """A manifest entry with its check fields (``verified`` derived), for ``tools/make_*_manifest.py``."""
-    entry = {"url": url, "hash": hash, "sha256": sha256, "size": size, "max_bytes": max_bytes, **facts}
+               format: str, source: str, license: str) -> dict[str, Any]:
+    """A manifest entry with its check fields (``verified`` derived), for ``weights.manifest_tools``."""
+    entry = {"url": url, "hash": hash, "sha256": sha256, "size": size, "max_bytes": max_bytes,
+             "format": format, "source": source, "license": license}
     entry["verified"] = verification_level(entry)
     return entry
 
 
 def write_manifest(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Check and write a manifest document as sorted, indented JSON, atomically (``training.outputs``)."""
+    """Check and write a manifest document as sorted, indented JSON, atomically (``files.write_text``)."""
     from keras_lightnets.files import write_text
 
     check_manifest(document, f"weights manifest {os.fspath(path)}")
@@ -375,8 +405,9 @@ def fetch(file_name: str) -> str:
     """A verified local path of the manifest's ``file_name`` (mirror, cache or download).
 
     ``InputError`` for an unknown name or a bad manifest, ``IntegrityError`` for a
-    mirror file or download that fails its checks, ``OSError`` when the download
-    fails (network, HTTP status, timeouts).
+    mirror file or download that fails its checks, ``NotCachedError`` when a download
+    is needed inside ``offline()``, ``OSError`` when the download fails (network,
+    HTTP status, timeouts).
     """
     from keras_lightnets.files import remove_stale_temporaries
 
@@ -394,6 +425,11 @@ def fetch(file_name: str) -> str:
             return str(candidate)
     if cached.is_file() and _file_problem(cached, entry) is None:
         return str(cached)
+    if _offline.get():
+        where = f"in neither ${MIRROR_ENV}={mirror} nor" if mirror else "not in"
+        raise NotCachedError(
+            f"pretrained weights {file_name!r} are {where} the cache {cached.parent}, and downloads are off (offline)"
+        )
     return _download(file_name, entry, cached, mirror)
 
 
