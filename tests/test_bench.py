@@ -1,5 +1,6 @@
-"""``keras_lightnets.pipelines.bench``, ``lightnets bench`` and ``tools/benchmark.py``: structure and numbers that do
-not depend on speed (facts, sizes, ratios, files, exit codes). No timing is asserted beyond "positive, finite"."""
+"""``keras_lightnets.pipelines.bench``: structure and numbers that do not depend on speed (facts, sizes, ratios,
+files). No timing is asserted beyond "positive, finite". ``lightnets bench`` and ``tools/benchmark.py``:
+``tests/cli/test_cli_bench.py``."""
 
 from __future__ import annotations
 
@@ -7,18 +8,14 @@ import copy
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from keras_lightnets import count_macs, create_model, list_models, model_config
-from keras_lightnets.cli import bench as bench_cli
 from keras_lightnets.errors import InputError
 from keras_lightnets.pipelines import bench
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["mobilenet_v2_035", "shufflenet_v2_x0_5"]
 SIZE = 64
 BATCHES = (1, 2)
@@ -124,16 +121,16 @@ def test_names_resolve_patterns_and_refuse_unknown_names_before_any_work():
 
 def test_a_twin_that_fails_to_convert_is_recorded_not_raised(monkeypatch):
     """At the default input size the MACs are the registry's; the twin's conversion is made to fail."""
-    from keras_lightnets.export import tflite
+    from keras_lightnets import export
 
-    real = tflite.to_tflite
+    real = export.to_tflite
 
     def failing_for_twins(model, path, *args, **kwargs):
         if "_twin_" in os.path.basename(path):
-            raise tflite.ConversionError("converter says no\nsecond line")
+            raise export.ConversionError("converter says no\nsecond line")
         return real(model, path, *args, **kwargs)
 
-    monkeypatch.setattr(tflite, "to_tflite", failing_for_twins)
+    monkeypatch.setattr(export, "to_tflite", failing_for_twins)
     [row] = bench.benchmark_models(["mobilenet_v2_035"], runs=1, keras_batches=(1,), quantizations=("none",))
     config = model_config("mobilenet_v2_035")
     assert (row.input_size, row.params, row.macs) == (config.input_size, config.params, config.macs)
@@ -233,101 +230,3 @@ def test_report_is_written_all_or_nothing(measured, tmp_path, monkeypatch):
     paths = bench.write_report(rows, tmp_path / "out", machine, "label")
     assert sorted(os.listdir(tmp_path / "out")) == ["bench.json", "bench.md", "bench.png"]
     assert set(paths) == {"markdown", "plot", "json"}
-
-
-# --------------------------------------------------------------------------- command line
-
-@pytest.fixture
-def fake_benchmark(measured, monkeypatch):
-    """Replace the measuring by the module's rows; records the arguments it was called with."""
-    calls: list[dict] = []
-
-    def fake(names, **kwargs):
-        calls.append({"names": list(names), **kwargs})
-        return copy.deepcopy(measured[0])
-
-    monkeypatch.setattr(bench, "benchmark_models", fake)
-    return calls
-
-
-def test_cli_writes_the_three_files_and_prints_the_table(measured, fake_benchmark, tmp_path, capsys):
-    out = tmp_path / "out"
-    code = bench_cli.main([*NAMES, "--input-size", "64", "--runs", "3", "--threads", "2", "--no-twins",
-                           "--output", str(out)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert fake_benchmark[0]["names"] == NAMES
-    assert {k: fake_benchmark[0][k] for k in ("input_size", "runs", "threads", "twins", "output_dir")} == {
-        "input_size": 64, "runs": 3, "threads": 2, "twins": False, "output_dir": None}
-    assert captured.out == (out / "bench.md").read_text()
-    assert "| mobilenet_v2_035 |" in captured.out
-    assert "wrote" in captured.err
-    assert sorted(os.listdir(out)) == ["bench.json", "bench.md", "bench.png"]
-    assert (out / "bench.png").read_bytes()[:8] == PNG_MAGIC
-    assert bench.read_json(out / "bench.json")[0] == measured[0]
-
-
-def test_cli_defaults_and_all(fake_benchmark, tmp_path, capsys):
-    assert bench_cli.main(["--output", str(tmp_path / "a"), "--quiet"]) == 0
-    assert fake_benchmark[-1]["names"] == list(bench_cli.DEFAULT_MODELS)
-    assert fake_benchmark[-1]["twins"] is True and fake_benchmark[-1]["input_size"] is None
-    assert bench_cli.main(["--all", "--output", str(tmp_path / "b"), "--quiet", "--keep-tflite"]) == 0
-    assert fake_benchmark[-1]["names"] == list_models()
-    assert fake_benchmark[-1]["output_dir"] == os.path.join(str(tmp_path / "b"), "tflite")
-    assert capsys.readouterr().err == ""
-
-
-@pytest.mark.parametrize("argv", [
-    ["nope_net"], ["resnet*"], ["mobilenet_v2_035", "--all"], ["--runs", "0"], ["--input-size", "big"],
-    ["--threads", "-1"],
-])
-def test_cli_usage_errors_exit_2_with_one_line_and_no_files(argv, fake_benchmark, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert bench_cli.main([*argv, "--output", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("lightnets: error: ")
-    if argv[0] in ("nope_net", "resnet*"):
-        assert "list_models()" in err and argv[0] in err
-    assert not out.exists() and fake_benchmark == []
-
-
-def test_cli_failed_write_leaves_no_files(fake_benchmark, tmp_path, capsys, monkeypatch):
-    def broken_plot(rows, path):
-        raise RuntimeError("matplotlib exploded")
-
-    monkeypatch.setattr(bench, "write_plot", broken_plot)
-    out = tmp_path / "out"
-    assert bench_cli.main(["squeezenet1_1", "--output", str(out), "--quiet"]) == 1
-    captured = capsys.readouterr()
-    assert captured.err == "lightnets: error: RuntimeError: matplotlib exploded\n" and captured.out == ""
-    assert os.listdir(out) == []
-
-
-def test_cli_exits_1_when_one_of_our_models_failed(measured, tmp_path, capsys, monkeypatch):
-    rows = copy.deepcopy(measured[0])
-    rows[1].error = "litert int8: ConversionError: boom"
-    monkeypatch.setattr(bench, "benchmark_models", lambda names, **kwargs: rows)
-    out = tmp_path / "out"
-    assert bench_cli.main(["--output", str(out), "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "1 of 2 model(s)" in err and "shufflenet_v2_x0_5" in err
-    assert "litert int8: ConversionError: boom" in (out / "bench.md").read_text()
-
-
-def test_tools_benchmark_runs_the_same_implementation(tmp_path):
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "shufflenet_v2_x0_5", "--input-size", "32",
-         "--runs", "1", "--no-twins", "--quiet", "--output", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout == (out / "bench.md").read_text()
-    assert len(_first_table(result.stdout)) == 3 and "| shufflenet_v2_x0_5 | 32 |" in result.stdout
-    [row], _ = bench.read_json(out / "bench.json")
-    assert row.name == "shufflenet_v2_x0_5" and row.params == model_config("shufflenet_v2_x0_5").params
-    assert sorted(os.listdir(out)) == ["bench.json", "bench.md", "bench.png"]
-    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "nope_net", "--output", str(out)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.splitlines()[-1].startswith("lightnets: error: unknown model 'nope_net'")

@@ -1,24 +1,19 @@
-"""``tools/benchmark_compression.py``: the target checks on known figures, and one short real run."""
+"""``keras_lightnets.pipelines.compression_bench`` (``tools/benchmark_compression.py``): the target checks on
+known figures, and one short real run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from keras_lightnets.pipelines import compression_bench
 from keras_lightnets.pipelines.variants import VariantResult
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("benchmark_compression", ROOT / "tools" / "benchmark_compression.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _result(name, accuracy, size, *, gzip=None, sparsity=0.0, latency=1.0, outside=None):
@@ -28,7 +23,7 @@ def _result(name, accuracy, size, *, gzip=None, sparsity=0.0, latency=1.0, outsi
                          ops_outside_delegate=outside or {})
 
 
-def test_checks_compare_each_variant_with_its_target(script):
+def test_checks_compare_each_variant_with_its_target():
     results = {
         "float": _result("float", 0.95, 1000, latency=1.0),
         "int8_ptq": _result("int8_ptq", 0.935, 330, latency=0.5),          # -1.5 pt, 0.33x
@@ -37,7 +32,8 @@ def test_checks_compare_each_variant_with_its_target(script):
         "int8_qat_pruned50": _result("int8_qat_pruned50", 0.93, 330, sparsity=0.4999),
         "int8_qat_pruned75": _result("int8_qat_pruned75", 0.90, 330, gzip=140),
     }
-    found = {target: (met, measured) for target, met, measured in script.checks(results, keras_accuracy=0.95)}
+    checks = compression_bench.checks(results, keras_accuracy=0.95)
+    found = {target: (met, measured) for target, met, measured in checks}
     assert found["QAT int8 within 1.0 pt of float Keras"] == (True, "+0.50 pt")
     assert found["PTQ int8 within 2.0 pt"] == (True, "+1.50 pt")
     assert found["PTQ int8, per-tensor weights, within 2.0 pt"] == (False, "+2.50 pt")
@@ -49,17 +45,17 @@ def test_checks_compare_each_variant_with_its_target(script):
     assert found["75% pruned int8 gzip <= 0.15x float"] == (True, "0.140x")
 
 
-def test_checks_skip_variants_not_run(script):
+def test_checks_skip_variants_not_run():
     results = {"float": _result("float", 0.9, 1000), "int8_ptq": _result("int8_ptq", 0.9, 250, latency=2.0)}
-    found = {target: met for target, met, _ in script.checks(results, keras_accuracy=0.9)}
+    found = {target: met for target, met, _ in compression_bench.checks(results, keras_accuracy=0.9)}
     assert found == {"PTQ int8 within 2.0 pt": True, "int8 size <= 0.30x float (per-channel weights)": True,
                      "int8 latency < float latency": False}
 
 
-def test_short_real_run_writes_table_json_and_plot(script, tmp_path, capsys):
-    code = script.main(["shufflenet_v2_x0_5", "--output", str(tmp_path), "--image-size", "32", "--epochs", "1",
-                        "--fine-tune-epochs", "0", "--runs", "2", "--variants", "float,int8_ptq_per_tensor",
-                        "--strip-names"])
+def test_short_real_run_writes_table_json_and_plot(tmp_path, capsys):
+    code = compression_bench.main(["shufflenet_v2_x0_5", "--output", str(tmp_path), "--image-size", "32",
+                                   "--epochs", "1", "--fine-tune-epochs", "0", "--runs", "2",
+                                   "--variants", "float,int8_ptq_per_tensor", "--strip-names"])
     assert code == 0
     report = json.loads((tmp_path / "compression.json").read_text())
     variants = report["models"]["shufflenet_v2_x0_5"]["variants"]
@@ -80,3 +76,10 @@ def test_variant_names_are_checked_with_an_input_error():
     for names in ([], ["float", "int4"]):
         with pytest.raises(InputError, match="non-empty list of float"):
             check_variant_names(names)
+
+
+def test_the_tool_is_a_wrapper_over_the_package():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark_compression.py"), "--help"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.startswith("usage: benchmark_compression.py")
+    assert "--strip-names" in result.stdout and "Compression figures on the bundled digits" in result.stdout

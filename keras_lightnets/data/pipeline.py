@@ -21,8 +21,9 @@ import numpy as np
 
 from keras_lightnets.data.sources import ImageData, StreamData
 from keras_lightnets.errors import InputError
+from keras_lightnets.imagenet import PREPROCESS_MODES
+from keras_lightnets.validation import check_positive_int
 
-PREPROCESS_MODES = {"tf": "tf", "torch": "torch", "in_model": "none"}  # registry name -> imagenet.preprocess_input mode
 FILL_MODES = ("reflect", "wrap", "nearest", "constant")
 
 
@@ -109,8 +110,7 @@ def make_dataset(
     import tensorflow as tf
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"`batch_size` must be a positive int; received batch_size={batch_size!r}")
+    batch_size = check_positive_int("batch_size", batch_size, error=InputError)
     preprocess_batch(np.zeros((1, 1, 1, 3), np.float32), preprocessing)  # validates `preprocessing`
 
     if isinstance(data, ImageData):

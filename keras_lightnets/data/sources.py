@@ -50,6 +50,7 @@ import numpy as np
 
 from keras_lightnets import errors
 from keras_lightnets.errors import InputError
+from keras_lightnets.validation import check_positive_int, is_int
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 VALIDATION_FRACTION = 0.2
@@ -107,10 +108,7 @@ class ImageData:
 # --------------------------------------------------------------------------- arguments
 
 def _check_image_size(image_size) -> tuple[int, int]:
-    ok = (
-        isinstance(image_size, tuple | list) and len(image_size) == 2
-        and all(isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in image_size)
-    )
+    ok = isinstance(image_size, tuple | list) and len(image_size) == 2 and all(is_int(s) and s > 0 for s in image_size)
     if not ok:
         raise InputError(f"`image_size` must be a pair of positive ints (height, width); received {image_size!r}")
     return int(image_size[0]), int(image_size[1])
@@ -119,9 +117,8 @@ def _check_image_size(image_size) -> tuple[int, int]:
 def _check_common(channels, limit, seed) -> None:
     if channels not in (1, 3) or isinstance(channels, bool):
         raise InputError(f"`channels` must be 1 (grey) or 3 (RGB); received channels={channels!r}")
-    if limit is not None and (not isinstance(limit, int | np.integer) or isinstance(limit, bool) or limit < 1):
-        raise InputError(f"`limit` must be None or a positive int; received limit={limit!r}")
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+    check_positive_int("limit", limit, allow_none=True, error=InputError)
+    if not is_int(seed):
         raise InputError(f"`seed` must be an int; received seed={seed!r}")
 
 
@@ -209,11 +206,9 @@ def _load_digits(image_size, channels, split, limit, seed) -> ImageData:
 # --------------------------------------------------------------------------- reading one image file
 
 def _positive_limit(value, name: str, default: int) -> int:
-    if value is None:
-        return default
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise InputError(f"`{name}` must be None or a positive int; received {name}={value!r}")
-    return int(value)
+    """``value`` as an int, ``default`` for None; ``InputError`` unless a positive int or None."""
+    checked = check_positive_int(name, value, allow_none=True, error=InputError)
+    return default if checked is None else checked
 
 
 def _file_kind(mode: int) -> str:

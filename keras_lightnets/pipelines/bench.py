@@ -23,8 +23,8 @@ For every model ``benchmark_models`` reports
   instead of stopping the run.
 
 ``write_markdown``, ``write_plot`` and ``write_json`` write the results atomically
-(temporary file in the same folder, then ``os.replace``). TensorFlow, Keras, LiteRT
-and matplotlib are imported inside the functions that need them.
+(``keras_lightnets.files``); ``write_report`` writes the three all or none. TensorFlow,
+Keras, LiteRT and matplotlib are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -40,14 +40,15 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
+from keras_lightnets import files
 from keras_lightnets.errors import InputError
+from keras_lightnets.export import QUANTIZATION_MODES
 from keras_lightnets.export.delegation import format_op_counts
-from keras_lightnets.export.tflite import QUANTIZATION_MODES
-from keras_lightnets.files import atomic_path, write_text
 from keras_lightnets.validation import check_positive_int
 
 DEFAULT_KERAS_BATCHES = (1, 32)
@@ -58,7 +59,6 @@ KERAS_WARMUP = 2
 LITERT_WARMUP = 5
 MAX_ERROR_CHARS = 160
 QUANTIZATION_LABELS = {"none": "fp32", "float16": "fp16", "dynamic": "dynamic", "int8": "int8"}
-_TWIN_KWARGS = ("alpha", "depth_multiplier", "minimalistic")
 _GLOB_CHARS = "*?["
 
 
@@ -182,29 +182,12 @@ def resolve_names(names: Iterable[str]) -> list[str]:
 
 
 def twin_of(name: str) -> tuple[str, dict[str, Any]] | None:
-    """``(keras.applications builder name, its kwargs)`` of the same architecture, or ``None``.
-
-    Derived from the registry: the family picks the builder (``mobilenet_v1`` ->
-    ``MobileNet``, ``mobilenet_v2`` -> ``MobileNetV2``, ``mobilenet_v3`` ->
-    ``MobileNetV3Small``/``MobileNetV3Large``, ``nasnet`` -> ``NASNetMobile``) and the
-    registry kwargs give ``alpha``/``depth_multiplier``/``minimalistic``.
-    """
+    """``(keras.applications builder name, its kwargs)`` of the same architecture, or ``None``:
+    the twin the variant's registry record names (``ModelConfig.twin``)."""
     from keras_lightnets.models.registry import model_config
 
-    config = model_config(name)
-    kwargs = {k: config.kwargs[k] for k in _TWIN_KWARGS if k in config.kwargs}
-    if config.family == "mobilenet_v1":
-        builder = "MobileNet"
-    elif config.family == "mobilenet_v2":
-        builder = "MobileNetV2"
-    elif config.family == "mobilenet_v3":
-        builder = "MobileNetV3Small" if "_small" in name else "MobileNetV3Large"
-    elif config.family == "nasnet":
-        builder = "NASNetMobile"
-        kwargs = {}
-    else:
-        return None
-    return builder, kwargs
+    twin = model_config(name).twin
+    return None if twin is None else (twin.builder, dict(twin.kwargs))
 
 
 # --------------------------------------------------------------------------- machine
@@ -231,7 +214,7 @@ def describe_machine() -> dict[str, Any]:
                 return metadata.version(dist)
         return "not installed"
 
-    from keras_lightnets import __version__
+    from keras_lightnets._version import __version__
 
     return {
         "cpu": cpu, "cores": os.cpu_count() or 0, "usable_cores": usable, "platform": platform.platform(),
@@ -338,7 +321,7 @@ def _time_keras(networks: Sequence[_Network], batch: int, size: int, runs: int, 
 
 def _litert(network: _Network, mode: str, path: str, calibration: Any, threads: int, runs: int) -> None:
     """Convert ``network.model`` with ``mode`` to ``path`` and record median ms and size."""
-    from keras_lightnets.export.tflite import benchmark_tflite, to_tflite
+    from keras_lightnets.export import benchmark_tflite, to_tflite
 
     if network.model is None:
         return
@@ -378,6 +361,133 @@ def _summary(row: BenchRow) -> str:
     return line
 
 
+@dataclass(frozen=True)
+class BenchSettings:
+    """``benchmark_models``' arguments, checked (see there): registry ``names``, the square
+    ``input_size`` in pixels (None: each model's own), LiteRT ``threads``, timed ``runs``,
+    Keras ``keras_batches``, LiteRT ``quantizations``, ``twins``, int8 ``calibration_samples``."""
+
+    names: tuple[str, ...]
+    input_size: int | None = None
+    threads: int = 1
+    runs: int = DEFAULT_RUNS
+    keras_batches: tuple[int, ...] = DEFAULT_KERAS_BATCHES
+    quantizations: tuple[str, ...] = DEFAULT_QUANTIZATIONS
+    twins: bool = True
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+
+
+def _resolve_settings(
+    names: Sequence[str], *, input_size: int | None, threads: int, runs: int, keras_batches: Sequence[int],
+    quantizations: Sequence[str], twins: bool, calibration_samples: int,
+) -> BenchSettings:
+    """``BenchSettings`` of ``benchmark_models``' arguments; ``ValueError`` (``InputError`` for an
+    unknown model) naming the first bad one."""
+    names = resolve_names(names)
+    if input_size is not None:
+        input_size = check_positive_int("input_size", input_size)
+    threads = check_positive_int("threads", threads)
+    runs = check_positive_int("runs", runs)
+    calibration_samples = check_positive_int("calibration_samples", calibration_samples)
+    keras_batches = tuple(check_positive_int("keras_batches", b) for b in keras_batches)
+    quantizations = tuple(quantizations)
+    bad = [q for q in quantizations if q not in QUANTIZATION_MODES]
+    if bad:
+        raise ValueError(f"`quantizations` must be among {QUANTIZATION_MODES}; received {bad}")
+    return BenchSettings(tuple(names), input_size, threads, runs, keras_batches, quantizations, twins,
+                         calibration_samples)
+
+
+@contextlib.contextmanager
+def _tflite_folder(output_dir: str | os.PathLike | None) -> Iterator[str]:
+    """``output_dir`` (created), or a temporary folder removed at the end."""
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        yield os.fspath(output_dir)
+        return
+    folder = tempfile.mkdtemp(prefix="lightnets-bench-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _build_twin(builder_name: str, kwargs: dict[str, Any], shape: tuple[int, int, int]) -> _Network:
+    """The ``keras.applications`` twin, random weights, input ``shape``."""
+    import keras
+
+    label = f"keras.applications.{builder_name}"
+    builder = getattr(keras.applications, builder_name, None)
+    if builder is None:
+        twin = _Network(Measurements(model=label))
+        twin.errors.append(f"build: keras.applications has no {builder_name}")
+        return twin
+    return _build(label, partial(builder, weights=None, input_shape=shape, **kwargs))
+
+
+def _count_macs(network: _Network) -> int | None:
+    """MACs of the built model (None when it was not built, or when counting failed: recorded)."""
+    from keras_lightnets.macs import count_macs
+
+    if network.model is None:
+        return None
+    try:
+        return count_macs(network.model)
+    except Exception as err:
+        network.errors.append(_brief("macs", err))
+        return None
+
+
+def _measure(settings: BenchSettings, networks: Sequence[tuple[_Network, str]], size: int, seed: int,
+             folder: str) -> None:
+    """Keras latency per batch size (the networks alternate), then for each quantization each
+    network's ``.tflite`` (``folder/<stem>_<mode>.tflite``) converted and benchmarked in turn."""
+    import numpy as np
+
+    for batch in settings.keras_batches:
+        _time_keras([n for n, _ in networks], batch, size, settings.runs, seed=seed)
+    shape = (settings.calibration_samples, size, size, 3)
+    calibration = np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+    for mode in settings.quantizations:
+        for network, stem in networks:
+            _litert(network, mode, os.path.join(folder, f"{stem}_{mode}.tflite"), calibration, settings.threads,
+                    settings.runs)
+
+
+def _benchmark_one(settings: BenchSettings, index: int, name: str, folder: str, keras_threads: int,
+                   say: Callable[[str], None]) -> BenchRow:
+    """The ``BenchRow`` of model ``name`` (the ``index``-th, from 1) and its twin."""
+    from keras_lightnets.models.registry import create_model, model_config
+
+    config = model_config(name)
+    size = settings.input_size or config.input_size
+    shape = (size, size, 3)
+    spec = twin_of(name) if settings.twins else None
+    twin_name = None if spec is None else spec[0]
+    say(f"[{index}/{len(settings.names)}] {name} at {size}x{size}" + (f" (twin {twin_name})" if twin_name else ""))
+    ours = _build(name, partial(create_model, name, weights=None, input_shape=shape))
+    twin = None if spec is None else _build_twin(*spec, shape)
+    networks = [(ours, name)] + ([] if twin is None else [(twin, f"{name}_twin")])
+    macs = _count_macs(ours)
+    _measure(settings, networks, size, index, folder)
+    twin_measurements = None if twin is None or twin.model is None else twin.measurements
+    row = BenchRow(
+        name=name, family=config.family, input_size=size, params=ours.measurements.params, macs=macs,
+        top1=config.top1, ours=ours.measurements, twin=twin_measurements, twin_name=twin_name,
+        twin_error=None if twin is None else "; ".join(twin.errors) or None,
+        error="; ".join(ours.errors) or None, ratios=latency_ratios(ours.measurements, twin_measurements),
+        threads=settings.threads, keras_threads=keras_threads, runs=settings.runs,
+    )
+    for network, _ in networks:
+        network.model = None
+    _release()
+    return row
+
+
+def _silent(line: str) -> None:
+    """The default ``progress``: says nothing."""
+
+
 def benchmark_models(
     names: Sequence[str], *, input_size: int | None = None, threads: int = 1, runs: int = DEFAULT_RUNS,
     keras_batches: Sequence[int] = DEFAULT_KERAS_BATCHES, quantizations: Sequence[str] = DEFAULT_QUANTIZATIONS,
@@ -403,78 +513,16 @@ def benchmark_models(
     LiteRT file of ours is benchmarked right before the twin's. A stage that fails is
     recorded in the row (``error``, ``twin_error``) and the run goes on.
     """
-    names = resolve_names(names)
-    if input_size is not None:
-        input_size = check_positive_int("input_size", input_size)
-    threads = check_positive_int("threads", threads)
-    runs = check_positive_int("runs", runs)
-    calibration_samples = check_positive_int("calibration_samples", calibration_samples)
-    keras_batches = tuple(check_positive_int("keras_batches", b) for b in keras_batches)
-    quantizations = tuple(quantizations)
-    bad = [q for q in quantizations if q not in QUANTIZATION_MODES]
-    if bad:
-        raise ValueError(f"`quantizations` must be among {QUANTIZATION_MODES}; received {bad}")
-    say = progress or (lambda line: None)
-
-    import keras
-    import numpy as np
-
-    from keras_lightnets import count_macs
-    from keras_lightnets.models.registry import create_model, model_config
-
-    keras_threads = _set_tensorflow_threads(threads)
-    own_folder = output_dir is None
-    folder = tempfile.mkdtemp(prefix="lightnets-bench-") if own_folder else os.fspath(output_dir)
-    os.makedirs(folder, exist_ok=True)
+    settings = _resolve_settings(names, input_size=input_size, threads=threads, runs=runs,
+                                 keras_batches=keras_batches, quantizations=quantizations, twins=twins,
+                                 calibration_samples=calibration_samples)
+    say = progress or _silent
+    keras_threads = _set_tensorflow_threads(settings.threads)
     rows: list[BenchRow] = []
-    try:
-        for index, name in enumerate(names, 1):
-            config = model_config(name)
-            size = input_size or config.input_size
-            shape = (size, size, 3)
-            spec = twin_of(name) if twins else None
-            twin_name = None if spec is None else spec[0]
-            say(f"[{index}/{len(names)}] {name} at {size}x{size}" + (f" (twin {twin_name})" if twin_name else ""))
-            ours = _build(name, lambda name=name, shape=shape: create_model(name, weights=None, input_shape=shape))
-            networks = [(ours, name)]
-            if spec is not None:
-                builder = getattr(keras.applications, spec[0], None)
-                if builder is None:
-                    twin = _Network(Measurements(model=f"keras.applications.{spec[0]}"))
-                    twin.errors.append(f"build: keras.applications has no {spec[0]}")
-                else:
-                    twin = _build(f"keras.applications.{spec[0]}",
-                                  lambda b=builder, kw=spec[1], shape=shape: b(weights=None, input_shape=shape, **kw))
-                networks.append((twin, f"{name}_twin"))
-            macs = None
-            if ours.model is not None:
-                try:
-                    macs = count_macs(ours.model)
-                except Exception as err:
-                    ours.errors.append(_brief("macs", err))
-            for batch in keras_batches:
-                _time_keras([n for n, _ in networks], batch, size, runs, seed=index)
-            calibration = np.random.default_rng(index).uniform(0, 255, (calibration_samples, *shape)).astype("float32")
-            for mode in quantizations:
-                for network, stem in networks:
-                    _litert(network, mode, os.path.join(folder, f"{stem}_{mode}.tflite"), calibration, threads, runs)
-            twin_row = networks[1][0] if len(networks) > 1 else None
-            twin_measurements = None if twin_row is None or twin_row.model is None else twin_row.measurements
-            row = BenchRow(
-                name=name, family=config.family, input_size=size, params=ours.measurements.params, macs=macs,
-                top1=config.top1, ours=ours.measurements, twin=twin_measurements, twin_name=twin_name,
-                twin_error=None if twin_row is None else "; ".join(twin_row.errors) or None,
-                error="; ".join(ours.errors) or None, ratios=latency_ratios(ours.measurements, twin_measurements),
-                threads=threads, keras_threads=keras_threads, runs=runs,
-            )
-            for network, _ in networks:
-                network.model = None
-            _release()
-            rows.append(row)
-            say(_summary(row))
-    finally:
-        if own_folder:
-            shutil.rmtree(folder, ignore_errors=True)
+    with _tflite_folder(output_dir) as folder:
+        for index, name in enumerate(settings.names, 1):
+            rows.append(_benchmark_one(settings, index, name, folder, keras_threads, say))
+            say(_summary(rows[-1]))
     return rows
 
 
@@ -590,7 +638,7 @@ def markdown_table(rows: Sequence[BenchRow], machine_label: str) -> str:
 def write_markdown(rows: Sequence[BenchRow], path: str | os.PathLike, machine_label: str) -> str:
     """Write ``markdown_table(rows, machine_label)`` to ``path`` atomically; returns the text."""
     text = markdown_table(rows, machine_label)
-    write_text(path, text)
+    files.write_text(path, text)
     return text
 
 
@@ -598,7 +646,7 @@ def write_json(rows: Sequence[BenchRow], path: str | os.PathLike, machine: dict[
                machine_label: str = "") -> None:
     """Write ``{"machine": ..., "label": ..., "rows": [BenchRow.as_dict()]}`` to ``path`` atomically."""
     data = {"machine": machine or {}, "label": machine_label, "rows": [r.as_dict() for r in rows]}
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    files.write_json(path, data)
 
 
 def read_json(path: str | os.PathLike) -> tuple[list[BenchRow], dict[str, Any]]:
@@ -636,7 +684,7 @@ def _paper_sizes(rows: Sequence[BenchRow]) -> str:
 def write_plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> None:
     """``plot_figure(rows)`` as a PNG at ``path``, written atomically (matplotlib, Agg canvas)."""
     figure = plot_figure(rows)
-    with atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
 
 
@@ -694,24 +742,16 @@ def write_report(
 ) -> dict[str, str]:
     """Write ``bench.md``, ``bench.png`` and ``bench.json`` into ``output_dir`` (created), all or none.
 
-    Each file is first written under a hidden staging name; they are renamed only when all
-    three succeeded, so a failure leaves none of them (nor a staging file). Returns
-    ``{"markdown" | "plot" | "json": path}``.
+    The three are written to temporary files beside their final names (``files.Staging``) and
+    renamed only when all three succeeded, so a failure leaves none of them (nor a temporary
+    file). Returns ``{"markdown" | "plot" | "json": path}``.
     """
     folder = os.path.abspath(os.fspath(output_dir))
     os.makedirs(folder, exist_ok=True)
     final = {k: os.path.join(folder, f"bench.{ext}") for k, ext in (("markdown", "md"), ("plot", "png"),
                                                                        ("json", "json"))}
-    staged = {k: os.path.join(folder, f".{os.path.basename(p)}.staged") for k, p in final.items()}
-    try:
-        write_markdown(rows, staged["markdown"], machine_label)
-        write_plot(rows, staged["plot"])
-        write_json(rows, staged["json"], machine, machine_label)
-        for key, path in staged.items():
-            os.replace(path, final[key])
-    except BaseException:
-        for path in staged.values():
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        raise
+    with files.Staging() as staging:
+        write_markdown(rows, staging.reserve(final["markdown"]), machine_label)
+        write_plot(rows, staging.reserve(final["plot"]))
+        write_json(rows, staging.reserve(final["json"]), machine, machine_label)
     return final

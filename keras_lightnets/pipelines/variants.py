@@ -50,8 +50,6 @@ VARIANTS = {
     )
 }
 DEMO_VARIANTS = ("float", "int8_ptq", "int8_qat_pruned50")
-# Kernels TFMOT prunes by default end up as the weights (input 1) of these TFLite ops.
-PRUNED_TFLITE_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
 
 @dataclass(frozen=True)
@@ -173,32 +171,13 @@ def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarra
     return current
 
 
-def tflite_kernel_sparsity(path: str | os.PathLike) -> float:
-    """Fraction of zeros in the weights of the file's CONV_2D and FULLY_CONNECTED ops
-    (int8 weights are symmetric: a zero is a stored 0)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=os.fspath(path))
-    interpreter.allocate_tensors()
-    zeros = total = 0
-    for op in interpreter._get_ops_details():
-        if op["op_name"] not in PRUNED_TFLITE_OPS or len(op["inputs"]) < 2:
-            continue
-        try:
-            weights = interpreter.get_tensor(int(op["inputs"][1]))
-        except ValueError:  # not a constant tensor
-            continue
-        zeros += int(np.count_nonzero(weights == 0))
-        total += int(weights.size)
-    return zeros / total if total else 0.0
-
-
 def export_variant(
     model, spec: VariantSpec, folder: str, train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray], recipe: Recipe = Recipe(),
 ) -> VariantResult:
     """Make, convert, evaluate (LiteRT, test split) and benchmark one variant into ``folder``."""
     from keras_lightnets.export import benchmark_tflite, delegate_coverage, to_tflite, verify_tflite
+    from keras_lightnets.export.describe import tflite_kernel_sparsity
 
     variant = make_variant(model, spec, *train, recipe)
     path = os.path.join(folder, f"{spec.name}.tflite")
