@@ -1,7 +1,8 @@
 """Argument checks shared by every public function: one copy of each rule.
 
-Each raises ``ValueError`` naming the argument, the allowed values and what was received
-(``errors.InputError`` is a ``ValueError`` too, so callers map both to exit code 2).
+Each raises ``errors.InputError`` (a ``ValueError``) naming the argument, the allowed values
+and what was received: a bad argument is the caller's input, so the ``lightnets`` commands
+exit with code 2 for it.
 """
 
 from __future__ import annotations
@@ -10,26 +11,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_lightnets.errors import InputError
+
 
 def check_choice(argument: str, value, allowed: Sequence) -> None:
-    """Raise ``ValueError`` naming ``argument`` and ``allowed`` unless ``value`` is allowed."""
+    """Raise ``InputError`` naming ``argument`` and ``allowed`` unless ``value`` is allowed."""
     if value not in allowed:
-        raise ValueError(
+        raise InputError(
             f"`{argument}` must be one of {', '.join(repr(a) for a in allowed)}; "
             f"received {argument}={value!r}"
         )
 
 
 def check_rate(argument: str, value) -> None:
-    """Raise ``ValueError`` naming ``argument`` unless ``value`` is a number in ``[0, 1)`` (a dropout rate)."""
+    """Raise ``InputError`` naming ``argument`` unless ``value`` is a number in ``[0, 1)`` (a dropout rate)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{argument}` must be a number in [0, 1); received {argument}={value!r}")
+        raise InputError(f"`{argument}` must be a number in [0, 1); received {argument}={value!r}")
 
 
 def check_bool(argument: str, value) -> bool:
-    """``value``; ``ValueError`` naming ``argument`` unless it is ``True`` or ``False``."""
+    """``value``; ``InputError`` naming ``argument`` unless it is ``True`` or ``False``."""
     if not isinstance(value, bool):
-        raise ValueError(f"`{argument}` must be True or False; received {argument}={value!r}")
+        raise InputError(f"`{argument}` must be True or False; received {argument}={value!r}")
     return value
 
 
@@ -38,7 +41,7 @@ def is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
-def check_positive_int(argument: str, value, *, allow_none: bool = False, error: type[ValueError] = ValueError):
+def check_positive_int(argument: str, value, *, allow_none: bool = False, error: type[ValueError] = InputError):
     """``value`` as an int; ``error`` (a ``ValueError``) naming ``argument`` unless it is an
     int >= 1 (not a bool), or ``None`` when ``allow_none``."""
     if allow_none and value is None:

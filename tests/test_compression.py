@@ -286,7 +286,7 @@ def test_every_model_prunes_quantizes_and_exports_to_int8(name, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_lightnets.export import to_tflite
-    from keras_lightnets.pipelines.variants import tflite_kernel_sparsity
+    from keras_lightnets.export.describe import tflite_kernel_sparsity
 
     target = 0.5
     pruned = compression.prune(_fine_tuned(name), target_sparsity=target)  # the default schedule

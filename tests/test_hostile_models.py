@@ -119,7 +119,7 @@ def test_loader_refuses_lambda_payload_and_runs_it_only_with_opt_in(kind, payloa
 def test_export_refuses_lambda_payload(kind, payloads, tmp_path, capsys):
     out = tmp_path / "out.tflite"
     code, stderr = _cli(capsys, ["export", str(payloads[kind]), "-o", str(out), "--quiet"])
-    line = _one_error_line(stderr, "lightnets export")
+    line = _one_error_line(stderr, "lightnets")
     assert code == 2 and "--unsafe" in line and str(payloads[kind]) in line
     assert not payloads["marker"].exists() and list(tmp_path.iterdir()) == []
 
@@ -127,7 +127,7 @@ def test_export_refuses_lambda_payload(kind, payloads, tmp_path, capsys):
 @pytest.mark.parametrize("kind", KINDS)
 def test_compress_refuses_lambda_payload(kind, payloads, tmp_path, capsys):
     code, stderr = _cli(capsys, ["compress", str(payloads[kind]), "--qat", "-o", str(tmp_path / "c.h5"), "--quiet"])
-    line = _one_error_line(stderr, "lightnets compress")
+    line = _one_error_line(stderr, "lightnets")
     assert code == 2 and "--unsafe" in line
     assert not payloads["marker"].exists() and list(tmp_path.iterdir()) == []
 
@@ -209,7 +209,7 @@ def test_code_hidden_in_wrappers_nested_models_and_arguments_is_found(case, tmp_
     with h5py.File(path, "w") as h5:
         h5.attrs["model_config"] = json.dumps(config)
     code, stderr = _cli(capsys, ["export", str(path), "-o", str(tmp_path / "o.tflite"), "--quiet"])
-    line = _one_error_line(stderr, "lightnets export")
+    line = _one_error_line(stderr, "lightnets")
     assert code == 2 and "--unsafe" in line and found[0] in line, line
 
 
@@ -252,7 +252,7 @@ def test_malformed_h5_is_one_line_input_error(case, tmp_path, capsys):
             call()
         assert "\n" not in str(caught.value) and str(path) in str(caught.value)
     code, stderr = _cli(capsys, ["export", str(path), "-o", str(tmp_path / "o.tflite"), "--quiet"])
-    assert code == 2 and str(path) in _one_error_line(stderr, "lightnets export")
+    assert code == 2 and str(path) in _one_error_line(stderr, "lightnets")
 
 
 def test_h5_model_with_missing_weight_group(tmp_path):
@@ -353,7 +353,7 @@ def test_export_refuses_to_overwrite_its_inputs(safe_keras_file, tmp_path, capsy
     ]
     for argv, what in cases:
         code, stderr = _cli(capsys, ["export", *argv, "--quiet"])
-        line = _one_error_line(stderr, "lightnets export")
+        line = _one_error_line(stderr, "lightnets")
         assert code == 2 and what in line and "overwrite an input" in line, line
         assert model.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tflite", "m.json", "mine.keras", "r.json"]
@@ -376,7 +376,7 @@ def test_compress_refuses_to_overwrite_its_inputs(tmp_path, capsys):
     (tmp_path / "x.tflite").mkdir()
     for argv, what in cases:
         code, stderr = _cli(capsys, ["compress", *argv, "--qat", "--quiet"])
-        line = _one_error_line(stderr, "lightnets compress")
+        line = _one_error_line(stderr, "lightnets")
         assert code == 2 and what in line and "overwrite an input" in line, line
         assert model.read_bytes() == before
 
@@ -404,7 +404,7 @@ def test_runs_remove_stale_temporaries_of_dead_processes_only(safe_keras_file, t
                 "--data", str(empty), "--quiet", *(["--qat"] if command == "compress" else [])]
         code, stderr = _cli(capsys, argv)
         assert code == 2, stderr  # empty --data folder: bad input
-        assert "at least two classes" in _one_error_line(stderr, f"lightnets {command}")
+        assert "at least two classes" in _one_error_line(stderr, "lightnets")
         assert not stale.exists() and live.read_bytes() == b"busy"
         live.unlink()
 

@@ -123,7 +123,7 @@ def test_keras_application_translates_exactly(app):
 @pytest.mark.parametrize("app", list(APPS))
 def test_keras_application_prunes_quantizes_and_exports_int8(app, tmp_path):
     from keras_lightnets.export import delegate_coverage, to_tflite
-    from keras_lightnets.pipelines.variants import tflite_kernel_sparsity
+    from keras_lightnets.export.describe import tflite_kernel_sparsity
 
     target = 0.5
     model = _user_model(app, CHAIN_STYLE[app])

@@ -40,3 +40,15 @@ def positive_float(text: str) -> float:
 def fraction(text: str) -> float:
     """A float strictly between 0 and 1 (so finite)."""
     return _number(text, float, "a fraction in (0, 1)", lambda v: math.isfinite(v) and 0.0 < v < 1.0)
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``"N"`` or ``"HxW"``: ``(height, width)`` in pixels, positive ints."""
+    parts = text.lower().split("x")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        sizes = ()
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (positive ints); received {text!r}")
+    return (sizes[0], sizes[-1])

@@ -13,8 +13,8 @@ under a temporary name and renamed at the end (a killed run's temporaries are
 removed by the next run in that folder). Model files never run Python code stored
 in them unless ``--unsafe`` is given (see ``keras_lightnets.model_files``); an
 output path that is an input (the model, ``--data``) is refused before any work.
-Exit codes: 0, 2 bad arguments, data or model file, 1 failure, each failure one
-line on stderr.
+Exit codes: 0, 2 bad arguments, data or model file (``errors.InputError``), 1 failure,
+each failure one line on stderr.
 """
 
 from __future__ import annotations
@@ -27,20 +27,20 @@ import sys
 import time
 import warnings
 
-from keras_lightnets import errors
-from keras_lightnets.cli._args import fraction, natural_int, positive_float
+from keras_lightnets import errors, imagenet
+from keras_lightnets.cli._args import fraction, natural_int, positive_float, positive_int
 
-PROG = "lightnets compress"
+HELP = "prune and/or quantization-aware train a model"
+INTERRUPTED = ""
 DESCRIPTION = ("Prune and/or quantization-aware train a model (a .keras/.h5 file, a SavedModel folder or a "
                "registered name) on --data, write a tf_keras .h5 and a JSON report, and with --export a .tflite "
                "with its labels file.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``compress`` command's arguments to ``parser`` (and ``DESCRIPTION`` when it has none)."""
+    """Add the ``compress`` command's arguments to ``parser``."""
     from keras_lightnets.data.sources import HELD_OUT
 
-    parser.description = parser.description or DESCRIPTION
     parser.add_argument("model", help="a .keras/.h5 model file, a SavedModel folder or a registered name")
     parser.add_argument("--prune", type=fraction, default=None, metavar="SPARSITY",
                         help="magnitude-prune Conv2D/SeparableConv2D/Dense kernels to this sparsity, e.g. 0.5")
@@ -51,26 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or 'tfds:NAME[:SPLIT]'. Fine-tunes use its training images; accuracy and --export's "
                              f"verification use its {HELD_OUT.replace('%', '%%')}")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (for --data tfds:...)")
-    parser.add_argument("--limit", type=int, default=None, help="use at most this many images per split")
-    parser.add_argument("--preprocessing", choices=("auto", "none", "tf", "torch"), default="auto",
+    parser.add_argument("--limit", type=positive_int, default=None, help="use at most this many images per split")
+    parser.add_argument("--preprocessing", choices=("auto", *sorted(imagenet.MODES)), default="auto",
                         help="how [0, 255] pixels become the model's input; 'auto': the registry's mode for a "
                              "registered name, 'none' for files (models from `lightnets train` rescale inside)")
     parser.add_argument("--prune-epochs", type=natural_int, default=3, help="pruning fine-tune epochs (default 3)")
     parser.add_argument("--qat-epochs", type=natural_int, default=2, help="QAT fine-tune epochs (default 2)")
-    parser.add_argument("--batch-size", type=int, default=32, help="fine-tune batch size (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="fine-tune batch size (default 32)")
     parser.add_argument("--lr", type=positive_float, default=2e-4,
                         help="Adam learning rate of the pruning fine-tune (default 2e-4)")
     parser.add_argument("--qat-lr", type=positive_float, default=1e-5,
                         help="Adam learning rate of the QAT fine-tune without --prune (default 1e-5; after "
                              "pruning QAT goes on at --lr)")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=positive_int, default=None,
                         help="input side for a registered name (default: the registry's); files keep theirs")
     parser.add_argument("--export", choices=("none", "float16", "dynamic", "int8"), default=None,
                         help="also write OUT.tflite in this mode (int8 calibrated on training images), verified "
                              "on the held-out images, and OUT.labels.txt (class names)")
     parser.add_argument("-o", "--output", default=None,
                         help="output .h5 (default: MODEL's name + '_compressed.h5' in the current folder)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=natural_int, default=0,
                         help="seed of the fine-tunes, of --limit's choice and of a folder's held-out split "
                              "(default 0, as `lightnets train`)")
     parser.add_argument("--quiet", action="store_true",
@@ -85,18 +85,14 @@ def _say(args, message: str) -> None:
         print(f"[compress] {message}", file=sys.stderr, flush=True)
 
 
-def _argument_error(args) -> str | None:
+def check_arguments(args: argparse.Namespace) -> None:
+    """``InputError`` naming the first unusable argument (checked before TensorFlow is imported)."""
     if args.prune is None and not args.qat:
-        return "nothing to do: give --prune SPARSITY and/or --qat"
-    if args.batch_size < 1 or args.lr <= 0:
-        return "--batch-size must be >= 1 and --lr > 0"
+        raise errors.InputError("nothing to do: give --prune SPARSITY and/or --qat")
     if args.output is not None and not args.output.lower().endswith((".h5", ".hdf5")):
-        return f"--output must end in .h5 (a tf_keras model file); received {args.output!r}"
+        raise errors.InputError(f"--output must end in .h5 (a tf_keras model file); received {args.output!r}")
     if args.output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        return f"--output folder does not exist: {os.path.dirname(os.path.abspath(args.output))!r}"
-    if args.limit is not None and args.limit < 1:
-        return "--limit must be >= 1"
-    return None
+        raise errors.InputError(f"--output folder does not exist: {os.path.dirname(os.path.abspath(args.output))!r}")
 
 
 def output_paths(args) -> dict[str, str]:
@@ -123,11 +119,11 @@ def _check_paths(args, kind: str) -> dict[str, str]:
 
 def _load(args, kind: str, classes: int | None):
     """``(model, preprocessing mode)`` for a file or a registry name."""
-    from keras_lightnets import model_config
     from keras_lightnets.model_files import load_model_file
+    from keras_lightnets.models.registry import model_config
 
     if kind != "registry":
-        model = load_model_file(kind, args.model, unsafe=getattr(args, "unsafe", False))
+        model = load_model_file(kind, args.model, unsafe=args.unsafe)
         return model, "none" if args.preprocessing == "auto" else args.preprocessing
     from keras_lightnets.training import build_classifier
 
@@ -142,7 +138,7 @@ def compress(args) -> dict:
 
     from keras_lightnets import compression
     from keras_lightnets.data.sources import load_images
-    from keras_lightnets.files import remove_stale_temporaries
+    from keras_lightnets.files import Staging, remove_stale_temporaries
     from keras_lightnets.imagenet import preprocess_input
     from keras_lightnets.model_files import model_kind
     from keras_lightnets.pipelines import variants
@@ -154,7 +150,7 @@ def compress(args) -> dict:
     _say(args, f"loading {args.data}")
     probe = None
     if kind == "registry":
-        from keras_lightnets import model_config
+        from keras_lightnets.models.registry import model_config
 
         side = args.image_size or model_config(args.model).input_size
         probe = load_images(args.data, image_size=(side, side), split="train", limit=args.limit, seed=args.seed,
@@ -189,63 +185,51 @@ def compress(args) -> dict:
         "overall_sparsity": compression.overall_sparsity(rows), "layers": [r.as_dict() for r in rows],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    from keras_lightnets.files import save_model, write_json, write_text
-
-    staged = []
-    try:
+    with Staging() as staging:  # every output, or none of them
         if args.export:
-            from keras_lightnets.export import to_tflite, verify_tflite
-
-            tflite = outputs["the exported .tflite"]
-            _say(args, f"exporting {args.export} TFLite")
-            exported = to_tflite(compressed, tflite, args.export,
-                                 representative_data=parts["train"][0][: recipe.representative_samples])
-            staged.append(tflite)
-            check = verify_tflite(tflite, compressed, test_images, labels=test_labels)
-            report["tflite"] = {"path": tflite, "size_bytes": exported.size_bytes,
-                                "accuracy": check.tflite_accuracy, "top1_agreement": check.top1_agreement,
-                                "kernel_sparsity": variants.tflite_kernel_sparsity(tflite),
-                                "calibration": {"images": f"training images of {args.data}",
-                                                "samples": exported.representative_samples}
-                                if exported.representative_samples else None,  # a QAT model calibrates itself
-                                "verification": {"images": f"held-out images of {args.data}",
-                                                 "samples": check.samples},
-                                "labels": None}
-            classes = int(compressed.outputs[0].shape[-1]) if len(compressed.outputs) == 1 else None
-            if class_names and classes == len(class_names):
-                write_text(outputs["the labels file"], "".join(f"{n}\n" for n in class_names))
-                staged.append(outputs["the labels file"])
-                report["tflite"]["labels"] = outputs["the labels file"]
+            report["tflite"] = _export(args, compressed, parts, class_names, outputs, staging,
+                                       recipe.representative_samples)
         with warnings.catch_warnings():  # an .h5 on purpose: what TFMOT's tf_keras models load from
             warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
-            save_model(compressed, output)
-        staged.append(output)
-        write_json(outputs["the report"], report)
-    except BaseException:
-        for path in staged:
-            if os.path.exists(path):
-                os.remove(path)
-        raise
+            compressed.save(staging.reserve(output), overwrite=True)
+        staging.write_text(outputs["the report"], json.dumps(report, indent=1) + "\n")
     return report
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightnets compress`` with parsed ``args``; returns the exit code."""
-    reason = _argument_error(args)
-    if reason:
-        print(f"{PROG}: error: {reason}", file=sys.stderr)
-        return errors.EXIT_BAD_INPUT
-    from keras_lightnets.cli import native_logs_hidden
+def _export(args, compressed, parts: dict, class_names: list[str] | None, outputs: dict[str, str], staging,
+            calibration_samples: int) -> dict:
+    """Stage ``--export``'s ``.tflite`` (calibrated on training images, verified on the held-out
+    ones) and its labels file; returns the report's ``tflite`` entry."""
+    from keras_lightnets.export import to_tflite, verify_tflite
+    from keras_lightnets.export.describe import tflite_kernel_sparsity
 
-    try:
-        with native_logs_hidden(args.quiet):
-            report = compress(args)
-    except (errors.InputError, ValueError, FileNotFoundError) as err:
-        print(f"{PROG}: error: {errors.one_line(err)}", file=sys.stderr)
-        return errors.EXIT_BAD_INPUT
-    except OSError as err:
-        print(f"{PROG}: error: {type(err).__name__}: {errors.one_line(err)}", file=sys.stderr)
-        return errors.exit_code(err)
+    tflite = outputs["the exported .tflite"]
+    _say(args, f"exporting {args.export} TFLite")
+    staged = staging.reserve(tflite)
+    exported = to_tflite(compressed, staged, args.export, representative_data=parts["train"][0][:calibration_samples])
+    test_images, test_labels = parts["test"]
+    check = verify_tflite(staged, compressed, test_images, labels=test_labels)
+    entry = {"path": tflite, "size_bytes": exported.size_bytes,
+             "accuracy": check.tflite_accuracy, "top1_agreement": check.top1_agreement,
+             "kernel_sparsity": tflite_kernel_sparsity(staged),
+             "calibration": {"images": f"training images of {args.data}", "samples": exported.representative_samples}
+             if exported.representative_samples else None,  # a QAT model calibrates itself
+             "verification": {"images": f"held-out images of {args.data}", "samples": check.samples},
+             "labels": None}
+    classes = int(compressed.outputs[0].shape[-1]) if len(compressed.outputs) == 1 else None
+    if class_names and classes == len(class_names):
+        staging.write_text(outputs["the labels file"], "".join(f"{n}\n" for n in class_names))
+        entry["labels"] = outputs["the labels file"]
+    return entry
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compress as ``args`` say; prints a JSON summary (output, accuracy, sparsity, the .tflite)."""
+    check_arguments(args)
+    from keras_lightnets.cli.console import native_logs_hidden
+
+    with native_logs_hidden(args.quiet):
+        report = compress(args)
     summary = {k: report[k] for k in ("output", "test_accuracy", "overall_sparsity")}
     if "tflite" in report:
         summary["tflite"] = report["tflite"]

@@ -27,14 +27,14 @@ from keras_lightnets import errors
 from keras_lightnets.cli._args import natural_int, positive_int
 from keras_lightnets.pipelines.variants import DEMO_VARIANTS, VARIANTS
 
-PROG = "lightnets demo"
+HELP = "train on the bundled digits, export float/int8/pruned int8 TFLite, report"
+INTERRUPTED = ""
 DESCRIPTION = ("Train a registered model on the bundled digits, export float, int8 and pruned int8 TFLite "
                "variants, evaluate and benchmark each with LiteRT, and write report.json and report.png.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``demo`` command's arguments to ``parser`` (and ``DESCRIPTION`` when it has none)."""
-    parser.description = parser.description or DESCRIPTION
+    """Add the ``demo`` command's arguments to ``parser``."""
     parser.add_argument("--output", default="demo-output", help="folder for the models, .tflite files and report")
     parser.add_argument("--model", default="mobilenet_v3_small_100", help="registered model to train")
     parser.add_argument("--image-size", type=positive_int, default=48,
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _table(results: dict) -> str:
-    from keras_lightnets.cli import _table as table
+    from keras_lightnets.cli.console import table
 
     rows = [{
         "variant": name, "accuracy": f"{r.accuracy:.4f}", "size (KiB)": f"{r.size_bytes / 1024:.1f}",
@@ -144,45 +144,33 @@ def demo(args) -> dict:
     return report
 
 
-def _argument_error(args: argparse.Namespace) -> str | None:
-    """Why ``args`` are unusable (checked before TensorFlow is imported), or None."""
-    from keras_lightnets import list_models
+def check_arguments(args: argparse.Namespace) -> None:
+    """``InputError`` naming the first unusable argument (checked before TensorFlow is imported)."""
+    from keras_lightnets.models.registry import list_models
     from keras_lightnets.pipelines.variants import check_variant_names
-    from keras_lightnets.training.fine_tune import check_output_dir
+    from keras_lightnets.training.run_folder import check_output_dir
 
     if args.model not in list_models():
-        return f"unknown model {args.model!r}; see `lightnets list`"
-    if args.epochs < 0 or args.fine_tune_epochs < 0 or args.epochs + args.fine_tune_epochs < 1 or args.runs < 0:
-        return "--epochs/--fine-tune-epochs must be >= 0 (at least one epoch in all) and --runs >= 0"
+        raise errors.InputError(f"unknown model {args.model!r}; see `lightnets list`")
+    if args.epochs + args.fine_tune_epochs < 1:
+        raise errors.InputError("--epochs plus --fine-tune-epochs must be at least 1")
     try:
         check_variant_names([n.strip() for n in args.variants.split(",") if n.strip()])
     except ValueError as err:
-        return f"--variants: {errors.one_line(err)}"
+        raise errors.InputError(f"--variants: {errors.one_line(err)}") from None
     if os.path.lexists(args.output) and not os.path.isdir(args.output):
-        return f"--output {args.output!r} exists and is not a folder"
+        raise errors.InputError(f"--output {args.output!r} exists and is not a folder")
     try:
         check_output_dir(os.path.join(args.output, "train"), overwrite=True)
     except errors.InputError as err:
-        return f"--output: {errors.one_line(err)}"
-    return None
+        raise errors.InputError(f"--output: {errors.one_line(err)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``lightnets demo`` with parsed ``args``; returns the exit code (0, 2 bad input, 1 failure)."""
-    reason = _argument_error(args)
-    if reason:
-        print(f"lightnets: error: {reason}", file=sys.stderr)
-        return errors.EXIT_BAD_INPUT
-    from keras_lightnets.cli import native_logs_hidden
+    """Check ``args``, then run the demo with TensorFlow's log lines hidden under ``--quiet``."""
+    check_arguments(args)
+    from keras_lightnets.cli.console import native_logs_hidden
 
-    try:
-        with native_logs_hidden(args.quiet):
-            demo(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return errors.EXIT_FAILURE
-    except Exception as err:  # one line, not a traceback
-        kind = "" if isinstance(err, errors.InputError) else f"{type(err).__name__}: "
-        print(f"lightnets: error: {kind}{errors.one_line(err)}", file=sys.stderr)
-        return errors.exit_code(err)
+    with native_logs_hidden(args.quiet):
+        demo(args)
     return 0

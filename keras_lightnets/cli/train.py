@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 
 from keras_lightnets import errors
+from keras_lightnets.cli import command
 from keras_lightnets.cli._args import natural_int, positive_float, positive_int
 
+HELP = "fine-tune a registry model on digits, an image folder or a TFDS dataset"
+INTERRUPTED = " (completed epochs are checkpointed; continue with --resume)"
+DESCRIPTION = ("Fine-tune a registered model on an image data set (phase 1: head, base frozen; phase 2: top "
+               "blocks unfrozen) and write best.keras (raw [0, 255] pixels in, preprocessing inside), "
+               "history.csv/png and checkpoints/ to --output.")
 WEIGHTS_HELP = (
     "starting weights: 'imagenet' (downloaded or cached), 'auto' (ImageNet when already in the Keras cache "
     "or $KERAS_LIGHTNETS_WEIGHTS_DIR, else train from scratch; never downloads), 'none' (from scratch), "
@@ -27,14 +32,8 @@ WEIGHTS_HELP = (
 )
 
 
-DESCRIPTION = ("Fine-tune a registered model on an image data set (phase 1: head, base frozen; phase 2: top "
-               "blocks unfrozen) and write best.keras (raw [0, 255] pixels in, preprocessing inside), "
-               "history.csv/png and checkpoints/ to --output.")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``train`` command's arguments to ``parser`` (and ``DESCRIPTION`` when it has none)."""
-    parser.description = parser.description or DESCRIPTION
+    """Add the ``train`` command's arguments to ``parser``."""
     parser.add_argument("name", help="registered model name (see `lightnets list`)")
     parser.add_argument("--data", default="digits", metavar="SRC",
                         help="'digits' (bundled, default), a folder with one subfolder of images per class, "
@@ -57,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="phase 1 learning rate (default 1e-3)")
     parser.add_argument("--fine-tune-lr", type=positive_float, default=None,
                         help="phase 2 learning rate (default: --lr / 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of splits, shuffling, initialisation (default 0)")
+    parser.add_argument("--seed", type=natural_int, default=0,
+                        help="seed of splits, shuffling, initialisation (default 0)")
     parser.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker"), default="auto",
                         help="tf.distribute strategy; multiworker reads $TF_CONFIG (default auto)")
     parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
@@ -74,87 +74,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no progress output and no TensorFlow log lines; stdout is the model's path alone")
 
 
-def _argument_error(args) -> str | None:
-    """The reason ``args`` are unusable, checked without TensorFlow; None when they are fine."""
-    from keras_lightnets import model_config
+def check_arguments(args: argparse.Namespace) -> None:
+    """``InputError`` naming the first unusable argument, checked without TensorFlow."""
     from keras_lightnets.data.sources import SOURCE_FORMS, list_folder, source_kind
-    from keras_lightnets.training.fine_tune import check_output_dir
+    from keras_lightnets.models.registry import model_config
+    from keras_lightnets.training.run_folder import check_output_dir
 
-    try:
-        config = model_config(args.name)
-    except ValueError as err:
-        return str(err)
+    config = model_config(args.name)
     try:
         kind = source_kind(args.data)
     except ValueError:
-        return f"--data must be {SOURCE_FORMS}; received {args.data!r}"
+        raise errors.InputError(f"--data must be {SOURCE_FORMS}; received {args.data!r}") from None
     if kind == "folder":
         try:
             list_folder(args.data)  # class subfolders with images: the layout, before TensorFlow
         except (ValueError, OSError) as err:
-            return f"--data: {errors.one_line(err)}"
+            raise errors.InputError(f"--data: {errors.one_line(err)}") from None
     if args.weights not in ("imagenet", "auto", "none") and not os.path.isfile(args.weights):
-        return f"--weights must be imagenet, auto, none or an existing weights file; received {args.weights!r}"
+        raise errors.InputError(
+            f"--weights must be imagenet, auto, none or an existing weights file; received {args.weights!r}")
     if args.weights == "imagenet" and "imagenet" not in config.weights:
-        return f"model {args.name!r} has no ImageNet weights; use --weights none (or auto)"
+        raise errors.InputError(f"model {args.name!r} has no ImageNet weights; use --weights none (or auto)")
     if args.image_size is not None and args.image_size < 32:
-        return f"--image-size must be at least 32; received {args.image_size}"
+        raise errors.InputError(f"--image-size must be at least 32; received {args.image_size}")
     if args.epochs + args.fine_tune_epochs < 1:
-        return "--epochs plus --fine-tune-epochs must be at least 1"
+        raise errors.InputError("--epochs plus --fine-tune-epochs must be at least 1")
     if args.strategy != "multiworker":  # there only the chief checks (fine_tune), once it knows it is the chief
         try:
             check_output_dir(args.output, resume=args.resume, overwrite=args.overwrite)
         except errors.InputError as err:
-            return f"--output: {errors.one_line(err)}"
-    return None
+            raise errors.InputError(f"--output: {errors.one_line(err)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``lightnets train`` with parsed ``args``; returns the exit code."""
-    reason = _argument_error(args)
-    if reason:
-        print(f"lightnets: error: {reason}", file=sys.stderr)
-        return 2
-    from keras_lightnets.cli import native_logs_hidden, one_line_warning
+    """Train as ``args`` say; prints the best model's path (and its accuracy unless ``--quiet``)."""
+    check_arguments(args)
+    from keras_lightnets.cli.console import native_logs_hidden
     from keras_lightnets.training import fine_tune
 
-    weights = None if args.weights == "none" else args.weights
-    try:
-        with native_logs_hidden(args.quiet), warnings.catch_warnings():
-            warnings.showwarning = one_line_warning
-            result = fine_tune(
-                args.name, args.data, weights=weights, image_size=args.image_size, epochs_frozen=args.epochs,
-                epochs_unfrozen=args.fine_tune_epochs, unfreeze_blocks=args.unfreeze_blocks,
-                learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr, batch_size=args.batch_size,
-                output_dir=args.output, strategy=args.strategy, resume=args.resume, overwrite=args.overwrite,
-                seed=args.seed,
-                mixed_precision={"auto": "auto", "on": True, "off": False}[args.mixed_precision],
-                quiet=args.quiet, limit=args.limit, data_dir=args.data_dir,
-            )
-    except KeyboardInterrupt:
-        print("lightnets: interrupted (completed epochs are checkpointed; continue with --resume)", file=sys.stderr)
-        return 1
-    except Exception as err:  # one line, not a traceback; 2 for bad input, 1 for a failure while working
-        message = errors.one_line(err)
-        hint = ""
-        if weights == "imagenet" and isinstance(err, OSError) and "download" in message:
-            hint = " (offline? use --weights auto or none)"
-        kind = "" if isinstance(err, errors.InputError) else f"{type(err).__name__}: "
-        print(f"lightnets: error: {kind}{message}{hint}", file=sys.stderr)
-        return errors.exit_code(err)
+    with native_logs_hidden(args.quiet):
+        result = fine_tune(
+            args.name, args.data, weights=None if args.weights == "none" else args.weights,
+            image_size=args.image_size, epochs_frozen=args.epochs, epochs_unfrozen=args.fine_tune_epochs,
+            unfreeze_blocks=args.unfreeze_blocks, learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr,
+            batch_size=args.batch_size, output_dir=args.output, strategy=args.strategy, resume=args.resume,
+            overwrite=args.overwrite, seed=args.seed,
+            mixed_precision={"auto": "auto", "on": True, "off": False}[args.mixed_precision],
+            quiet=args.quiet, limit=args.limit, data_dir=args.data_dir,
+        )
     if result.is_chief:  # --quiet: the model's path alone, one line
         print(result.best_path if args.quiet else f"best validation accuracy {result.best_val_accuracy:.4f} "
               f"(epoch {result.best_epoch} of {result.epochs}); model: {result.best_path}")
     return 0
 
 
+def error_hint(args: argparse.Namespace, err: BaseException) -> str:
+    """What to try when the ImageNet weights could not be downloaded."""
+    if args.weights == "imagenet" and isinstance(err, OSError) and "download" in errors.one_line(err):
+        return " (offline? use --weights auto or none)"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m keras_lightnets.cli.train NAME ...`` (the same as ``lightnets train``)."""
-    from keras_lightnets.cli import _Parser
-
-    parser = _Parser(prog="lightnets train", description=DESCRIPTION)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return command.main(sys.modules[__name__], argv, prog=f"{command.PROGRAM} train")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""The ``lightnets`` command: list, info, demo; exit codes 0 / 2 / 1 with one-line errors."""
+"""The ``lightnets`` command: list, info, demo, compress; usage errors and the mapping of every
+subcommand's errors to exit codes 0 / 2 / 1 with one-line messages."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from test_hostile_training import TINY, _error_line
 
-from keras_lightnets import list_models, model_config
+from keras_lightnets import errors, list_models, model_config
 from keras_lightnets.cli import main
 
 
@@ -115,3 +117,42 @@ def test_bad_arguments_exit_2_with_one_line(argv, fragment, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", TINY, "--lr", "inf"], ["train", TINY, "--fine-tune-lr", "nan"], ["train", TINY, "--lr=-inf"],
+    ["compress", TINY, "--qat", "--lr", "inf"], ["compress", TINY, "--qat", "--qat-lr", "NaN"],
+    ["compress", TINY, "--prune", "nan"],
+])
+def test_non_finite_float_options_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    line = _error_line(capsys)
+    assert repr(argv[-1].split("=")[-1]) in line and ("finite" in line or "fraction in (0, 1)" in line)
+
+
+def test_commands_map_input_errors_to_2_and_failures_to_1(tmp_path, monkeypatch, capsys):
+    from keras_lightnets.cli import demo
+    from keras_lightnets.pipelines import bench
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["demo", "--output", str(blocker / "sub"), "--quiet"]) == 2  # checked before training
+    assert "cannot be written" in _error_line(capsys)
+    cases = [(errors.InputError("bad file 'x'"), 2), (ValueError("conversion failed"), 1),
+             (RuntimeError("out of memory"), 1)]
+    for err, code in cases:
+        def fail(*args, _err=err, **kwargs):
+            raise _err
+
+        monkeypatch.setattr(demo, "demo", fail)
+        assert main(["demo", "--output", str(tmp_path / "demo"), "--quiet"]) == code, err
+        assert str(err) in _error_line(capsys)
+        monkeypatch.setattr(bench, "benchmark_models", fail)
+        assert main(["bench", TINY, "--output", str(tmp_path / "bench"), "--quiet"]) == code, err
+        assert str(err) in _error_line(capsys)
+        monkeypatch.setattr(demo, "run", fail)  # whatever a subcommand lets escape, main maps the same way
+        assert main(["demo", "--output", str(tmp_path / "demo")]) == code, err
+        assert str(err) in _error_line(capsys)
+        monkeypatch.undo()
