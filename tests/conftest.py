@@ -1,4 +1,4 @@
-"""Shared test helpers: deterministic random weights and small input batches."""
+"""pytest hooks and fixtures for the whole suite (shared helper functions: helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,9 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def randomize_weights(model, seed: int = 0) -> None:
-    """Give every weight a reproducible random value that keeps BatchNorm well-behaved.
-
-    Moving variances are in [0.5, 1.5] and gammas near 1, so activations neither
-    vanish nor explode and output comparisons are meaningful.
-    """
-    rng = np.random.default_rng(seed)
-    values = []
-    for weight in model.weights:
-        name = weight.path if hasattr(weight, "path") else weight.name
-        shape = tuple(weight.shape)
-        if "moving_variance" in name:
-            values.append(rng.uniform(0.5, 1.5, shape))
-        elif "gamma" in name:
-            values.append(rng.uniform(0.8, 1.2, shape))
-        elif "moving_mean" in name or "beta" in name or "bias" in name:
-            values.append(rng.normal(0.0, 0.1, shape))
-        else:
-            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            values.append(rng.normal(0.0, 1.0 / np.sqrt(max(fan_in, 1)), shape))
-    model.set_weights([v.astype("float32") for v in values])
-
-
-def image_batch(size: int, batch: int = 2, channels: int = 3, seed: int = 1) -> np.ndarray:
-    """``(batch, size, size, channels)`` float32 pixels in [0, 255]."""
-    return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, channels)).astype("float32")
 
 
 @pytest.fixture(autouse=True)

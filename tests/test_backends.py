@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import image_batch
+from helpers import image_batch
 
 import keras_lightnets as kl
 from keras_lightnets import _backend

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights
 
 import keras_lightnets as kl
 from keras_lightnets import layout

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights, smallest_per_architecture
 
-from keras_lightnets import compression, create_model, list_models, model_config
+from keras_lightnets import compression, create_model
 from keras_lightnets.compression import QuantizationError, TranslationError
 
 SIZE = 32
@@ -45,17 +45,6 @@ def _short_fine_tune(model, callbacks=None):
     model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0, callbacks=callbacks or [])
     return images
-
-
-def _smallest_per_architecture() -> list[str]:
-    """The registry's smallest variant of each builder and option set (width multipliers aside)."""
-    chosen = {}
-    for name in list_models():
-        config = model_config(name)
-        key = (config.builder.__name__, tuple(sorted((k, str(v)) for k, v in config.kwargs.items() if k != "alpha")))
-        if key not in chosen or config.params < model_config(chosen[key]).params:
-            chosen[key] = name
-    return sorted(chosen.values())
 
 
 def _train(model, steps: int = 2, callbacks=None):
@@ -281,7 +270,7 @@ def test_qat_model_saves_and_loads_in_quantize_scope(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _smallest_per_architecture())
+@pytest.mark.parametrize("name", smallest_per_architecture())
 def test_every_model_prunes_quantizes_and_exports_to_int8(name, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights
 
 import keras_lightnets
 from keras_lightnets import legacy

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights
 
 import keras_lightnets
 from keras_lightnets import create_model, imagenet, list_models, model_config

@@ -2,7 +2,10 @@
 registry facts, feature maps, serialization, and the every-op-is-a-layer rule (the
 registry's names, errors and records: ``test_registry.py``).
 
-Parametrized over the registry, so a newly registered variant is tested at once.
+Parametrized over the registry, so a newly registered variant is tested at once: what
+depends on the width (parameters, MACs, Keras 3 vs tf_keras outputs) on every variant, the
+builder's argument handling, serialization and feature maps on the smallest variant of each
+architecture (``helpers.smallest_per_architecture``: widths share every line of that code).
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights, smallest_per_architecture
 
 import keras_lightnets
 from keras_lightnets import count_macs, create_model, legacy, list_models, model_config
 from keras_lightnets.models.registry import FEATURE_STRIDES
 
 ALL = list_models()
+ARCHITECTURES = smallest_per_architecture()
 SMALL = 96  # input side for tests that do not need the default size
 FORBIDDEN_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
 
@@ -48,21 +52,21 @@ def test_registry_facts_match_the_built_model(name):
 
 
 @pytest.mark.parametrize("channels", [1, 4])
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_non_rgb_input_without_weights(name, channels):
     model = create_model(name, weights=None, include_top=False, input_shape=(SMALL, SMALL, channels))
     assert model.input.shape[-1] == channels
     assert len(model.output.shape) == 4
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_odd_input_size_without_top(name):
     model = create_model(name, weights=None, include_top=False, input_shape=(123, 123, 3))
     output = model.predict(image_batch(123, batch=1), verbose=0)
     assert output.ndim == 4 and output.shape[1] >= 1 and output.shape[2] >= 1
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_custom_input_tensor_keeps_its_source_input(name):
     source = keras.Input((SMALL, SMALL, 3), name="images")
     scaled = keras.layers.Activation("linear", name="upstream")(source)
@@ -72,14 +76,14 @@ def test_custom_input_tensor_keeps_its_source_input(name):
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max"])
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_pooling_output_shape(name, pooling):
     headless = create_model(name, weights=None, include_top=False, input_shape=(SMALL, SMALL, 3))
     pooled = create_model(name, weights=None, include_top=False, pooling=pooling, input_shape=(SMALL, SMALL, 3))
     assert tuple(pooled.output.shape) == (None, headless.output.shape[-1])
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_classifier_activation(name):
     logits_model = _logits_model(name)
     randomize_weights(logits_model)
@@ -114,7 +118,7 @@ def test_keras3_and_tf_keras_agree(name):
     np.testing.assert_allclose(tfk.predict(images, verbose=0), expected, atol=1e-4 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     model = _logits_model(name)
     randomize_weights(model)
@@ -125,7 +129,7 @@ def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_tf_keras_h5_round_trip(name, tmp_path):
     model = _logits_model(name, "tf_keras")
     randomize_weights(model)
@@ -148,7 +152,7 @@ def test_tf_keras_savedmodel_round_trip(name, tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_features_only(name):
     size = 128
     model = create_model(name, features_only=True, weights=None, input_shape=(size, size, 3))

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights
 
 from keras_lightnets import count_macs, imagenet
 from keras_lightnets.errors import InputError

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights
 
 from keras_lightnets import compression, create_model
 from keras_lightnets.errors import InputError

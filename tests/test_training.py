@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import randomize_weights
+from helpers import randomize_weights
 
 from keras_lightnets.cli import train as train_cli
 from keras_lightnets.files import TEMP_MARK

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights
 
 import keras_lightnets
 import keras_lightnets.models

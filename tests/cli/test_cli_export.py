@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_batch
+from helpers import image_batch
 from test_export import SIZE, _files, tiny_keras3_classifier, tiny_qat_model
 
 import keras_lightnets
