@@ -189,3 +189,10 @@ def test_public_builders_mirror_keras_applications_signatures():
         assert all(p.kind is p.KEYWORD_ONLY for p in extra), (public, extra)
         for parameter in theirs.parameters.values():
             assert ours.parameters[parameter.name].default == parameter.default, (public, parameter.name)
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "mnasnet_b1_050"])
+def test_features_only_in_tf_keras_finds_the_same_maps(name):
+    """Feature strides are read from the graph, which tf_keras records differently from Keras 3."""
+    kwargs = dict(features_only=True, weights=None, input_shape=(64, 64, 3))
+    assert create_model(name, flavour="tf_keras", **kwargs).feature_info == create_model(name, **kwargs).feature_info

@@ -238,11 +238,11 @@ def ToyNet(
         classes=classes, pooling=pooling, classifier_activation=classifier_activation, default_size=32,
     )
     x = builder.in_model_preprocessing(image, include_preprocessing, "tf")
-    x = features.mark(blocks.conv_bn(x, width, 3, stride=2, name="stem", bn=_BN, act="relu"), 2)
+    x = features.mark(blocks.conv_bn(x, width, 3, stride=2, name="stem", bn=_BN, act="relu"))
     for stage in (1, 2):
         x = blocks.conv_bn(x, width * 2**stage, 3, stride=2, name=f"stage{stage}_conv", bn=_BN, act="relu")
         x = blocks.conv_bn(x, width * 2**stage, 1, name=f"stage{stage}_pw", bn=_BN, act="relu")
-        features.mark(x, 2 ** (stage + 1))
+        features.mark(x)  # strides 4 and 8, read from the graph
     x = blocks.classifier_or_pooling(x, include_top=include_top, pooling=pooling, classes=classes,
                                      classifier_activation=classifier_activation)
     return builder.finish_model(

@@ -102,8 +102,7 @@ def _mnasnet(
     x = _BN(x, "stem_depthwise_bn")
     x = activation(x, "relu", "stem_depthwise_relu")
     x = conv_bn(x, make_divisible(SEPARABLE_FILTERS * alpha, 8), 1, name="stem_project", bn=_BN)
-    stride = 2
-    features.mark(x, stride)
+    features.mark(x)
     for stage, (expansion, filters, kernel, first_stride, repeats, se) in enumerate(stages, start=1):
         for block in range(repeats):
             block_stride = first_stride if block == 0 else 1
@@ -114,10 +113,9 @@ def _mnasnet(
                 act="relu", se_filters=max(1, int(in_channels * SE_RATIO)) if se else None,
                 se_act="relu", se_gate="sigmoid", pad_mode="symmetric",
             )
-            stride *= block_stride
-            features.mark(x, stride)
+            features.mark(x)
     x = conv_bn(x, HEAD_FILTERS, 1, name="head_conv", bn=_BN, act="relu")
-    features.mark(x, stride)
+    features.mark(x)
     x = classifier_or_pooling(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, dropout=dropout_rate,

@@ -109,12 +109,10 @@ def MobileNet(
 
     x = conv_bn(image, int(32 * alpha), 3, stride=2, pad_mode="same", name="conv1", bn=_BN,
                 act="relu6", act_name="conv1_relu")
-    stride = 2
-    features.mark(x, stride)
+    features.mark(x)
     for block_id, (filters, block_stride) in enumerate(BLOCKS, start=1):
         x = _separable_block(x, int(filters * alpha), block_stride, depth_multiplier, block_id)
-        stride *= block_stride
-        features.mark(x, stride)
+        features.mark(x)
 
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)

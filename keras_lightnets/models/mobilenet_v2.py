@@ -100,19 +100,17 @@ def MobileNetV2(
 
     x = conv_bn(image, make_divisible(32 * alpha, 8), 3, stride=2, pad_mode="same", name="Conv1",
                 bn=_BN, bn_name="bn_Conv1", act="relu6", act_name="Conv1_relu")
-    stride = 2
-    features.mark(x, stride)
+    features.mark(x)
     for block_id, (expansion, filters, block_stride) in enumerate(BLOCKS):
         prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
         x = inverted_residual(
             x, expanded=expansion * channels(x), filters=make_divisible(int(filters * alpha), 8),
             kernel_size=3, stride=block_stride, prefix=prefix, bn=_BN, act="relu6", names=_NAMES,
         )
-        stride *= block_stride
-        features.mark(x, stride)
+        features.mark(x)
     last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = conv_bn(x, last_filters, 1, name="Conv_1", bn=_BN, act="relu6", act_name="out_relu")
-    features.mark(x, stride)
+    features.mark(x)
     x = classifier_or_pooling(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,

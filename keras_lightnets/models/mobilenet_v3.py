@@ -87,8 +87,7 @@ def _mobilenet_v3(
 
     x = in_model_preprocessing(image, include_preprocessing, "tf")
     x = conv_bn(x, 16, 3, stride=2, pad_mode="same", name="conv", bn=_BN, act=act, act_name="conv_act")
-    stride = 2
-    features.mark(x, stride)
+    features.mark(x)
     for block_id, (expansion, filters, k, block_stride, se, block_act) in enumerate(
         SMALL if model_type == "small" else LARGE
     ):
@@ -101,10 +100,9 @@ def _mobilenet_v3(
             bn=_BN, act=act if block_act == "act" else block_act,
             se_filters=make_divisible(expanded * se_ratio) if se and se_ratio else None,
         )
-        stride *= block_stride
-        features.mark(x, stride)
+        features.mark(x)
     x = conv_bn(x, make_divisible(channels(x) * 6), 1, name="conv_1", bn=_BN, act=act, act_name="conv_1_act")
-    features.mark(x, stride)
+    features.mark(x)
     if include_top:
         last_point = LAST_POINT_CHANNELS[model_type]
         if alpha > 1.0:

@@ -199,25 +199,24 @@ def _nasnet(
         stem_block_filters, 3, strides=2, padding="valid", use_bias=False,
         kernel_initializer=_INIT, name="stem_conv1",
     )(image)
-    x = features.mark(_BN(x, "stem_bn1"), 2)
+    x = features.mark(_BN(x, "stem_bn1"))
     ip, p = (x, 2), None
     ip, p = _reduction_cell(ip, p, filters // filter_multiplier**2, "stem_1")
-    features.mark(*ip)
+    features.mark(ip[0])
     ip, p = _reduction_cell(ip, p, filters // filter_multiplier, "stem_2")
-    features.mark(*ip)
+    features.mark(ip[0])
     for stage in range(3):
         stage_filters = filters * filter_multiplier**stage
         if stage:
             ip, p_reduced = _reduction_cell(ip, p, stage_filters, f"reduce_{stage * num_blocks}")
-            features.mark(*ip)
+            features.mark(ip[0])
             p = p if skip_reduction else p_reduced
         first = stage * num_blocks + (1 if stage else 0)
         for i in range(num_blocks):
             ip, p = _normal_cell(ip, p, stage_filters, f"{first + i}")
-            features.mark(*ip)
+            features.mark(ip[0])
 
-    x, stride = ip
-    x = features.mark(activation(x, "relu", "final_relu"), stride)
+    x = features.mark(activation(ip[0], "relu", "final_relu"))
     x = classifier_or_pooling(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,

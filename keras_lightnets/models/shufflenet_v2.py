@@ -168,18 +168,16 @@ def ShuffleNetV2(
     image = in_model_preprocessing(image, include_preprocessing, "torch")
 
     x = conv_bn(image, STEM_CHANNELS, 3, stride=2, pad_mode="symmetric", name="conv1", bn=_BN, act="relu")
-    features.mark(x, 2)
+    features.mark(x)
     x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
-    stride = 4
-    features.mark(x, stride)
+    features.mark(x)
     for stage, (repeats, channels) in enumerate(zip(STAGE_REPEATS, stages, strict=True), start=2):
         for unit in range(repeats):
             x = _shuffle_unit(x, channels, 2 if unit == 0 else 1, _prefix(stage, unit + 1))
-            stride *= 2 if unit == 0 else 1
-            features.mark(x, stride)
+            features.mark(x)
     x = conv_bn(x, last_channels, 1, name="conv5", bn=_BN, act="relu")
-    features.mark(x, stride)
+    features.mark(x)
     x = classifier_or_pooling(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,

@@ -156,19 +156,17 @@ def SqueezeNet(
     layers = _backend.keras_module().layers
     image = in_model_preprocessing(image, include_preprocessing, "torch")
 
-    x, stride = image, 1
+    x = image
     for layer_name, row, _ in _layer_names(version):
         if row[0] == "conv":
             _, filters, kernel, conv_stride = row
             x = layers.Conv2D(filters, kernel, strides=conv_stride, padding="valid", name=layer_name)(x)
             x = layers.ReLU(name=f"{layer_name}_relu")(x)
-            stride *= conv_stride
         elif row[0] == "pool":
             x = _ceil_max_pool(x, layer_name)
-            stride *= 2
         else:
             x = _fire(x, row[1], row[2], layer_name)
-        features.mark(x, stride)
+        features.mark(x)
     if include_top:
         x = layers.Dropout(dropout_rate, name="dropout")(x)
         x = layers.Conv2D(classes, 1, name="conv10")(x)
