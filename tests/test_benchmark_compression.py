@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from keras_lightnets.cli import benchmark_compression
 from keras_lightnets.pipelines import compression_bench
 from keras_lightnets.pipelines.variants import VariantResult
 
@@ -53,7 +54,7 @@ def test_checks_skip_variants_not_run():
 
 
 def test_short_real_run_writes_table_json_and_plot(tmp_path, capsys):
-    code = compression_bench.main(["shufflenet_v2_x0_5", "--output", str(tmp_path), "--image-size", "32",
+    code = benchmark_compression.main(["shufflenet_v2_x0_5", "--output", str(tmp_path), "--image-size", "32",
                                    "--epochs", "1", "--fine-tune-epochs", "0", "--runs", "2",
                                    "--variants", "float,int8_ptq_per_tensor", "--strip-names"])
     assert code == 0

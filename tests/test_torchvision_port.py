@@ -27,8 +27,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from keras_lightnets import count_macs, create_model, model_config
+from keras_lightnets.cli import port_weights
 from keras_lightnets.models import mnasnet, shufflenet_v2, squeezenet
-from keras_lightnets.weights import download, manifest_tools, port_tool
+from keras_lightnets.weights import download, manifest_tools
 from keras_lightnets.weights import torchvision as tv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,7 +328,7 @@ def test_torch_zip_reader_handles_strided_and_shared_storages(tmp_path):
 def test_port_tool_end_to_end(tmp_path, capsys):
     path, image, want = _reference("squeezenet1_1")
     out = tmp_path / "squeezenet1_1.weights.h5"
-    assert port_tool.main([str(path), "--arch", "squeezenet1_1", "-o", str(out)]) == 0
+    assert port_weights.main([str(path), "--arch", "squeezenet1_1", "-o", str(out)]) == 0
     assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     assert "wrote" in capsys.readouterr().out
     for flavour in FLAVOURS:
@@ -357,7 +358,7 @@ def test_port_tool_bad_input(tmp_path, capsys, args, code, message):
     out = tmp_path / "out" / "model.weights.h5"
     out.parent.mkdir()
     argv = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args] + ["-o", str(out)]
-    assert port_tool.main(argv) == code
+    assert port_weights.main(argv) == code
     error = capsys.readouterr().err
     assert error.startswith("port_weights: error:") and error.count("\n") == 1 and message in error
     assert list(out.parent.iterdir()) == []  # no output, no temporary file

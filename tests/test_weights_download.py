@@ -24,6 +24,7 @@ from helpers import image_batch, randomize_weights
 import keras_lightnets
 import keras_lightnets.models
 from keras_lightnets import errors
+from keras_lightnets.cli import make_manifest
 from keras_lightnets.models import builder
 from keras_lightnets.models.registry import model_config
 from keras_lightnets.weights import download, manifest_tools
@@ -456,7 +457,7 @@ def test_manifest_tool_reproduces_the_file_and_keeps_other_entries(tmp_path):
     other = {"url": "https://example.invalid/x.pth", "hash": "sha256:0123456789", "source": "torchvision"}
     output = tmp_path / "manifest.json"
     output.write_text(json.dumps({"format_version": 1, "files": {"x.pth": other}}), encoding="utf8")
-    manifest_tools.main(manifest_tools.KERAS_SOURCE, ["--output", str(output)])
+    assert make_manifest.main(manifest_tools.KERAS_SOURCE, ["--output", str(output)], prog="make_keras_manifest") == 0
     files = json.loads(output.read_text(encoding="utf8"))["files"]
     assert files["x.pth"] == other
     assert len(files) == len(keras_entries) + 1

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 try:
-    from keras_lightnets.pipelines.compression_bench import main
+    from keras_lightnets.cli.benchmark_compression import main
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from keras_lightnets.pipelines.compression_bench import main
+    from keras_lightnets.cli.benchmark_compression import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog=Path(__file__).name))

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+from keras_lightnets.cli import make_manifest
 from keras_lightnets.weights import manifest_tools
 
 if __name__ == "__main__":
-    manifest_tools.main(manifest_tools.TORCHVISION_SOURCE)
+    sys.exit(make_manifest.main(manifest_tools.TORCHVISION_SOURCE, prog=Path(__file__).name))

@@ -2,7 +2,7 @@
 
     python tools/port_weights.py SRC --arch NAME -o OUT.weights.h5
 
-See ``keras_lightnets.weights.port_tool`` (arguments, exit codes). Run from anywhere.
+See ``keras_lightnets.cli.port_weights`` (arguments, exit codes). Run from anywhere.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
-from keras_lightnets.weights import port_tool
+from keras_lightnets.cli import port_weights
 
 if __name__ == "__main__":
-    sys.exit(port_tool.main())
+    sys.exit(port_weights.main(prog=Path(__file__).name))

@@ -1,6 +1,7 @@
 """Compression figures on the bundled digits: float vs int8 PTQ vs int8 QAT vs pruned + QAT.
 
-The implementation behind ``tools/benchmark_compression.py``. For each model (default:
+The implementation behind ``tools/benchmark_compression.py`` (its command line:
+``keras_lightnets.cli.benchmark_compression``). For each model (default:
 MobileNetV2 0.35, MobileNetV3Small, ShuffleNetV2 0.5) it trains a classifier on the
 digits' training split (upscaled to ``image_size``) with a fixed recipe (``fine_tune``
 from scratch: ``epochs`` frozen-phase epochs then ``fine_tune_epochs``), makes every
@@ -25,16 +26,14 @@ training run and ``.tflite`` files go to ``OUTPUT/<model>/``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from keras_lightnets import files
 from keras_lightnets.export.delegation import format_op_counts
-from keras_lightnets.pipelines.bench import machine_label
-from keras_lightnets.pipelines.variants import VARIANTS, Recipe, VariantResult, check_variant_names, run_variants
+from keras_lightnets.pipelines.variants import VARIANTS, Recipe, VariantResult, run_variants
 
 DEFAULT_MODELS = ("mobilenet_v2_035", "mobilenet_v3_small_100", "shufflenet_v2_x0_5")
 REPORT_FILES = {"markdown": "compression.md", "json": "compression.json", "plot": "compression.png"}
@@ -229,36 +228,3 @@ def write_report(figures: dict[str, ModelFigures], benchmark: CompressionBenchma
         files.write_json(staging.reserve(final["json"]), report_data(figures, label, benchmark.image_size))
         write_plot(figures, staging.reserve(final["plot"]))
     return text
-
-
-# --------------------------------------------------------------------------- command line
-
-def parse_arguments(argv: Sequence[str] | None = None) -> CompressionBenchmark:
-    """The benchmark ``tools/benchmark_compression.py`` runs; ``InputError`` for an unknown variant."""
-    defaults = CompressionBenchmark()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=list(defaults.models))
-    parser.add_argument("--output", default=defaults.output)
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--runs", type=int, default=defaults.runs)
-    parser.add_argument("--variants", default=",".join(defaults.variants))
-    parser.add_argument("--strip-names", action="store_true",
-                        help="write every .tflite without tensor names (as deployed to small devices)")
-    args = parser.parse_args(argv)
-    return CompressionBenchmark(
-        models=tuple(args.models), output=args.output, image_size=args.image_size, epochs=args.epochs,
-        fine_tune_epochs=args.fine_tune_epochs, threads=args.threads, runs=args.runs,
-        variants=tuple(check_variant_names(args.variants.split(","))), strip_names=args.strip_names,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark of ``argv`` (``--help`` lists the options), write the report, print the table."""
-    benchmark = parse_arguments(argv)
-    figures = run(benchmark, progress=_to_stderr)
-    text = write_report(figures, benchmark, machine_label(benchmark.threads))
-    print(text)
-    return 0

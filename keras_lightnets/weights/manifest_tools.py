@@ -25,13 +25,13 @@ largest parameter count of the variants using the file
 (``download.max_bytes_for_parameters``) and the derived ``verified`` level. A name
 prefix is a 32-40 bit check only (``"name-prefix"``, which ``fetch`` warns about once).
 
-``main(source)`` replaces the entries of one upstream in a manifest file and keeps the
-others (``tools/make_keras_manifest.py``, ``tools/make_torchvision_manifest.py``).
+``update_manifest(source, path)`` replaces the entries of one upstream in a manifest file and
+keeps the others (``tools/make_keras_manifest.py``, ``tools/make_torchvision_manifest.py``; their
+command line is ``keras_lightnets.cli.make_manifest``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -138,15 +138,12 @@ def torchvision_entries() -> dict[str, dict[str, Any]]:
 ENTRIES = {KERAS_SOURCE: keras_entries, TORCHVISION_SOURCE: torchvision_entries}
 
 
-def main(source: str, argv: list[str] | None = None) -> None:
-    """Replace the ``source`` entries of a manifest file (``--output``, created if missing)."""
-    parser = argparse.ArgumentParser(description=f"Write the {source} entries of weights/manifest.json.")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="manifest to update (created if missing)")
-    args = parser.parse_args(argv)
-    output = Path(args.output)
-    existing = json.loads(output.read_text(encoding="utf8")) if output.is_file() else None
+def update_manifest(source: str, path: str | Path = DEFAULT_OUTPUT) -> tuple[int, int]:
+    """Replace the ``source`` entries of the manifest at ``path`` (created if missing), atomically;
+    returns ``(entries written, other entries kept)``."""
+    path = Path(path)
+    existing = json.loads(path.read_text(encoding="utf8")) if path.is_file() else None
     entries = ENTRIES[source]()
     document = merge_manifest(existing, entries, source)
-    write_manifest(output, document)
-    kept = len(document["files"]) - len(entries)
-    print(f"wrote {len(entries)} {source} entries ({kept} other entries kept) to {output}")
+    write_manifest(path, document)
+    return len(entries), len(document["files"]) - len(entries)

@@ -1,5 +1,5 @@
-"""Convert a torchvision checkpoint into a Keras 3 ``.weights.h5`` file, once
-(the logic of ``tools/port_weights.py``)::
+"""Convert a torchvision checkpoint into a Keras 3 ``.weights.h5`` file, once (what
+``tools/port_weights.py`` runs; its command line is ``keras_lightnets.cli.port_weights``)::
 
     python tools/port_weights.py SRC --arch NAME -o OUT.weights.h5
 
@@ -13,37 +13,21 @@ tensor name, shape, stride and size checked before anything is read) and
 so a failure leaves no output. The result
 loads with ``weights=OUT`` in Keras 3 and tf_keras.
 
-Exit codes: 0 success, 2 bad arguments, 1 failure; errors are one line on stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
-from keras_lightnets.errors import InputError
-from keras_lightnets.files import temp_file_beside
-from keras_lightnets.models.registry import create_model, model_config
-from keras_lightnets.weights.torchvision import NoTorchCounterpartError
+from keras_lightnets.files import atomic_path
+from keras_lightnets.models.registry import create_model
 
-PROG = "port_weights"
 SOURCE_SUFFIXES = (".safetensors", ".pth", ".pt")
 OUTPUT_SUFFIX = ".weights.h5"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{PROG}: error: {message}\n")
-
-
-def _fail(code: int, message: str) -> int:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return code
-
-
-def _check_arguments(src: Path, output: Path) -> str | None:
+def check_paths(src: Path, output: Path) -> str | None:
     """The one-line problem with the paths, or None."""
     if src.suffix.lower() not in SOURCE_SUFFIXES:
         return f"SRC must be a torchvision checkpoint ({', '.join(SOURCE_SUFFIXES)}); received {str(src)!r}"
@@ -60,38 +44,6 @@ def port(src: str | os.PathLike, arch: str, output: str | os.PathLike) -> Path:
     """Port ``src`` into the registered model ``arch`` and write ``output`` atomically."""
     output = Path(output)
     model = create_model(arch, weights=os.fspath(src))
-    fd, tmp = temp_file_beside(output, suffix=OUTPUT_SUFFIX)  # pid-marked: a killed run's is cleaned up
-    os.close(fd)
-    try:
+    with atomic_path(output, suffix=OUTPUT_SUFFIX) as tmp:  # pid-marked: a killed run's is cleaned up
         model.save_weights(tmp)
-        os.replace(tmp, output)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return output
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line: 0 success, 2 bad arguments, 1 failure (one line on stderr)."""
-    parser = _Parser(prog=PROG, description="Convert a torchvision checkpoint into a Keras .weights.h5 file.")
-    parser.add_argument("src", metavar="SRC", help="torchvision state_dict: .safetensors, .pth or .pt")
-    parser.add_argument("--arch", required=True, metavar="NAME", help="registered model name, e.g. squeezenet1_1")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output file, ending in {OUTPUT_SUFFIX}")
-    args = parser.parse_args(argv)
-    src, output = Path(args.src), Path(args.output)
-    problem = _check_arguments(src, output)
-    if problem:
-        return _fail(2, problem)
-    try:
-        model_config(args.arch)
-    except ValueError as err:
-        return _fail(2, f"--arch: {err}")
-    try:
-        written = port(src, args.arch, output)
-    except NoTorchCounterpartError as err:
-        return _fail(2, f"--arch {args.arch!r}: {err}")
-    except InputError as err:  # a checkpoint that is hostile or does not fit the architecture
-        return _fail(2, err)
-    except (ValueError, OSError) as err:
-        return _fail(1, err)
-    print(f"{PROG}: wrote {written} ({args.arch}, from {src})")
-    return 0
