@@ -26,17 +26,40 @@ def _shares_state_across_tests(item) -> bool:
     return any(d.scope in ("module", "package", "session") for defs in definitions.values() for d in defs)
 
 
+_COLLECT_AFTER_GROWTH = 256 * 1024 * 1024  # bytes of resident memory gained since the last collection
+_resident_after_collect = 0
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (0 where /proc is missing: then every test collects)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem):
     """Free the models a test built before the next one runs (keeps each worker's memory flat).
 
     Keras' global state (name counters, the tf_keras graph) is reset only between
     tests that share no module-scoped model, since resetting it under a shared
-    model would make later layer names collide; garbage is collected after every test.
+    model would make later layer names collide. Models are reference cycles, so
+    only the garbage collector frees them; a full collection walks every live
+    object (about half a second in a worker holding both Keras flavours), so it
+    runs once per test at most, and only after the worker has grown by
+    ``_COLLECT_AFTER_GROWTH`` since the last one (or when /proc cannot say).
     """
+    global _resident_after_collect
     if not _shares_state_across_tests(item) and (nextitem is None or not _shares_state_across_tests(nextitem)):
-        for name in ("keras", "tf_keras"):
-            module = sys.modules.get(name)  # never import a flavour only to clear it
-            if module is not None:
-                module.backend.clear_session()
-    gc.collect()
+        keras = sys.modules.get("keras")  # never import a flavour only to clear it
+        if keras is not None:
+            keras.backend.clear_session(free_memory=False)
+        tf_keras = sys.modules.get("tf_keras")
+        if tf_keras is not None:
+            tf_keras.backend.clear_session()
+    resident = _resident_bytes()
+    if resident == 0 or resident - _resident_after_collect > _COLLECT_AFTER_GROWTH:
+        gc.collect()
+        _resident_after_collect = _resident_bytes()
