@@ -4,9 +4,16 @@ only pytest's hooks and fixtures)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from keras_lightnets.models.registry import list_models, model_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_MODEL = "squeezenet1_1"  # the quickest registry model to train from the command line
+FAST_TRAIN = ["--weights", "none", "--image-size", "32", "--limit", "32", "--batch-size", "32", "--quiet"]
+TINY_SIZE = 32  # input side of the tiny export models, in pixels
 
 
 def randomize_weights(model, seed: int = 0) -> None:
@@ -51,3 +58,99 @@ def smallest_per_architecture() -> list[str]:
         if key not in chosen or config.params < model_config(chosen[key]).params:
             chosen[key] = name
     return sorted(chosen.values())
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def train_tiny(*argv: str) -> int:
+    """``lightnets train TINY_MODEL *argv``: the exit code (argparse usage errors included)."""
+    from keras_lightnets.cli import main
+
+    try:
+        return main(["train", TINY_MODEL, *argv])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def cli_error_line(capsys) -> str:
+    """The one ``lightnets: error: ...`` line a failed command wrote to stderr."""
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lightnets: error: "), err
+    return lines[0]
+
+
+def first_markdown_table(text: str) -> list[str]:
+    """The lines of the first Markdown table in ``text``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def file_names(folder: Path) -> list[str]:
+    """The sorted names of the entries of ``folder``."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --------------------------------------------------------------------------- tiny export models
+
+
+def separable_images(n: int, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 32, 32, 3)`` float pixels whose class is the brighter channel, and the labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.uniform(0, 120, (n, TINY_SIZE, TINY_SIZE, 3)).astype("float32")
+    images[np.arange(n), :, :, labels] += 120.0
+    return images, labels
+
+
+def to_unit(pixels: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 255] -> [-1, 1] (``preprocess_input`` mode "tf")."""
+    return pixels / 127.5 - 1.0
+
+
+def tiny_keras3_classifier(classes: int = 3):
+    """A Keras 3 conv net trained for a few epochs on ``separable_images`` mapped to [-1, 1] (about 100 %
+    accurate). Its int8 input scale is about 2/255, so input quantization errors show."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="tiny")
+    images, labels = separable_images(240, classes)
+    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy")
+    model.fit(to_unit(images), labels, epochs=12, batch_size=32, verbose=0)
+    return model
+
+
+def tiny_qat_model():
+    """A plain tf_keras conv net (standard layers), trained, then TFMOT ``quantize_model`` + one epoch."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((TINY_SIZE, TINY_SIZE, 3))
+    x = layers.Conv2D(8, 3, strides=2)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(3)(x)
+    outputs = layers.Softmax()(x)
+    model = tf_keras.Model(inputs, outputs)
+    images, labels = separable_images(240)
+    model.compile(tf_keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(images, labels, epochs=8, batch_size=32, verbose=0)
+    qat = tfmot.quantization.keras.quantize_model(model)
+    qat.compile(tf_keras.optimizers.Adam(0.001), "sparse_categorical_crossentropy")
+    qat.fit(images, labels, epochs=2, batch_size=32, verbose=0)
+    return qat
+
+

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import PNG_MAGIC, first_markdown_table
 
 from keras_lightnets import count_macs, create_model, list_models, model_config
 from keras_lightnets.errors import InputError
@@ -19,7 +20,6 @@ from keras_lightnets.pipelines import bench
 NAMES = ["mobilenet_v2_035", "shufflenet_v2_x0_5"]
 SIZE = 64
 BATCHES = (1, 2)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,6 @@ def measured(tmp_path_factory):
         calibration_samples=4, output_dir=folder, progress=lines.append,
     )
     return rows, lines, folder
-
-
-def _first_table(text: str) -> list[str]:
-    """The lines of the first Markdown table in ``text``."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return lines[start:end]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -166,7 +158,7 @@ def test_markdown_has_the_machine_label_and_one_row_per_model(measured, tmp_path
     text = bench.write_markdown(rows, tmp_path / "bench.md", label)
     assert (tmp_path / "bench.md").read_text() == text
     assert f"Machine: {label}" in text
-    table = _first_table(text)
+    table = first_markdown_table(text)
     assert len(table) == 2 + len(rows)
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert header[:5] == ["model", "input", "params (M)", "MACs (M)", "top-1 (%)"]

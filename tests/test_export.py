@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import image_batch, randomize_weights
+from helpers import (
+    file_names,
+    image_batch,
+    randomize_weights,
+    separable_images,
+    tiny_keras3_classifier,
+    tiny_qat_model,
+    to_unit,
+)
 
 import keras_lightnets
 from keras_lightnets import legacy
@@ -33,63 +41,6 @@ SIZE = 32
 
 
 # --------------------------------------------------------------------------- helpers and fixtures
-
-def separable_images(n: int, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, 32, 32, 3)`` float pixels whose class is the brighter channel, and the labels."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    images = rng.uniform(0, 120, (n, SIZE, SIZE, 3)).astype("float32")
-    images[np.arange(n), :, :, labels] += 120.0
-    return images, labels
-
-
-def to_unit(pixels: np.ndarray) -> np.ndarray:
-    """Pixels in [0, 255] -> [-1, 1] (``preprocess_input`` mode "tf")."""
-    return pixels / 127.5 - 1.0
-
-
-def tiny_keras3_classifier(classes: int = 3):
-    """A Keras 3 conv net trained for a few epochs on ``separable_images`` mapped to [-1, 1] (about 100 %
-    accurate). Its int8 input scale is about 2/255, so input quantization errors show."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(classes, activation="softmax")(x)
-    model = keras.Model(inputs, outputs, name="tiny")
-    images, labels = separable_images(240, classes)
-    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy")
-    model.fit(to_unit(images), labels, epochs=12, batch_size=32, verbose=0)
-    return model
-
-
-def tiny_qat_model():
-    """A plain tf_keras conv net (standard layers), trained, then TFMOT ``quantize_model`` + one epoch."""
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(0)
-    layers = tf_keras.layers
-    inputs = layers.Input((SIZE, SIZE, 3))
-    x = layers.Conv2D(8, 3, strides=2)(inputs)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.DepthwiseConv2D(3, padding="same")(x)
-    x = layers.ReLU(6.0)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(3)(x)
-    outputs = layers.Softmax()(x)
-    model = tf_keras.Model(inputs, outputs)
-    images, labels = separable_images(240)
-    model.compile(tf_keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-    model.fit(images, labels, epochs=8, batch_size=32, verbose=0)
-    qat = tfmot.quantization.keras.quantize_model(model)
-    qat.compile(tf_keras.optimizers.Adam(0.001), "sparse_categorical_crossentropy")
-    qat.fit(images, labels, epochs=2, batch_size=32, verbose=0)
-    return qat
-
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
@@ -148,10 +99,6 @@ def no_conversion(monkeypatch):
         raise AssertionError("conversion started before the arguments were checked")
 
     monkeypatch.setattr(conversion, "_converter", forbidden)
-
-
-def _files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
 
 
 # --------------------------------------------------------------------------- to_tflite: modes and flavours
@@ -284,7 +231,7 @@ def test_int8_without_representative_data_is_a_clear_error(tiny, tmp_path, no_co
     with pytest.raises(ValueError, match="representative_data") as info:
         to_tflite(tiny, tmp_path / "m.tflite", "int8")
     assert "(N, 32, 32, 3)" in str(info.value)
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
 
 
 def test_qat_model_converts_to_int8_without_data(tmp_path):
@@ -334,7 +281,7 @@ def test_ops_left_in_float_are_named_and_refused(tmp_path):
     data = image_batch(8, batch=4)
     with pytest.raises(ConversionError, match=r"float ops: SIN x1.*allow_float_ops"):
         to_tflite(model, tmp_path / "sin.tflite", "int8", data)
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
     report = to_tflite(model, tmp_path / "sin.tflite", "int8", data, allow_float_ops=True)
     assert "SIN" in report.float_ops and {"QUANTIZE", "DEQUANTIZE"} <= set(report.float_ops)
 
@@ -347,7 +294,7 @@ def test_ops_without_a_builtin_kernel_are_named(tmp_path):
     with pytest.raises(ConversionError, match="ops without a TFLite builtin kernel: Erf") as info:
         to_tflite(model, tmp_path / "erf.tflite")
     assert "\n" not in str(info.value)
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- argument errors
@@ -372,7 +319,7 @@ def test_ops_without_a_builtin_kernel_are_named(tmp_path):
 def test_bad_arguments_fail_before_conversion(tiny, tmp_path, no_conversion, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         to_tflite(tiny, tmp_path / "m.tflite", **kwargs)
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
 
 
 def test_bad_path_and_model(tiny, tmp_path, no_conversion):
@@ -395,7 +342,7 @@ def test_failed_conversion_leaves_no_file(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(conversion, "_convert", interrupted)
     with pytest.raises(KeyboardInterrupt):
         to_tflite(tiny, tmp_path / "m.tflite")
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
 
 
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
@@ -412,7 +359,7 @@ def test_write_interrupted_midway_leaves_old_file_and_no_temp(tiny, tiny_int8, t
     with pytest.raises(KeyboardInterrupt):
         to_tflite(tiny, target)
     monkeypatch.undo()
-    assert _files(tmp_path) == ["m.tflite"] and target.read_bytes() == b"previous"
+    assert file_names(tmp_path) == ["m.tflite"] and target.read_bytes() == b"previous"
 
 
 # --------------------------------------------------------------------------- describe, verify, benchmark

@@ -17,17 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FAST_TRAIN, TINY_MODEL, cli_error_line, train_tiny
 
 from keras_lightnets import create_model, errors, list_models, model_config
-from keras_lightnets.cli import main
 from keras_lightnets.files import TEMP_MARK
 from keras_lightnets.training import fine_tune
 from keras_lightnets.training.run_folder import check_output_dir
 
 fine_tune_module = importlib.import_module("keras_lightnets.training.fine_tune")  # the package exports the function
 
-TINY = "squeezenet1_1"
-FAST = ["--weights", "none", "--image-size", "32", "--limit", "32", "--batch-size", "32", "--quiet"]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -35,25 +33,11 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lightnets: error: "), err
-    return lines[0]
-
-
-def _train(*argv: str) -> int:
-    try:
-        return main(["train", TINY, *argv])
-    except SystemExit as exit_:  # argparse usage errors
-        return exit_.code
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished two-epoch run (best.keras, history.csv/png, checkpoints/epoch-002.keras)."""
     folder = tmp_path_factory.mktemp("finished") / "run"
-    fine_tune(TINY, "digits", weights=None, image_size=32, epochs_frozen=1, epochs_unfrozen=1, limit=32,
+    fine_tune(TINY_MODEL, "digits", weights=None, image_size=32, epochs_frozen=1, epochs_unfrozen=1, limit=32,
               batch_size=32, learning_rate=3e-3, output_dir=folder, quiet=True)
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch-002.keras", "state.json"]
     return folder
@@ -72,14 +56,14 @@ def old_run(finished_run, tmp_path) -> tuple[Path, dict[str, bytes]]:
 
 def test_a_previous_run_is_refused_without_resume_or_overwrite(old_run, capsys):
     folder, before = old_run
-    assert _train("--output", str(folder), *FAST) == 2
-    line = _error_line(capsys)
+    assert train_tiny("--output", str(folder), *FAST_TRAIN) == 2
+    line = cli_error_line(capsys)
     assert "previous run" in line and "--overwrite" in line and "--resume" in line
     assert _snapshot(folder) == before
     with pytest.raises(errors.InputError, match="previous run"):
-        fine_tune(TINY, "digits", weights=None, image_size=32, limit=32, output_dir=folder, quiet=True)
+        fine_tune(TINY_MODEL, "digits", weights=None, image_size=32, limit=32, output_dir=folder, quiet=True)
     assert _snapshot(folder) == before
-    assert _train("--output", str(folder), "--resume", "--overwrite", *FAST) == 2  # one or the other
+    assert train_tiny("--output", str(folder), "--resume", "--overwrite", *FAST_TRAIN) == 2  # one or the other
     assert _snapshot(folder) == before
 
 
@@ -90,16 +74,18 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_fails_before_its_first_epo
     for name in ("a", "b"):
         (bad / name).mkdir(parents=True)
         (bad / name / "x.png").write_bytes(b"not an image")
-    assert _train("--output", str(folder), "--overwrite", "--data", str(bad), *FAST) == 2  # fails loading data
-    assert str(bad) in _error_line(capsys)
+    # fails loading data
+    assert train_tiny("--output", str(folder), "--overwrite", "--data", str(bad), *FAST_TRAIN) == 2
+    assert str(bad) in cli_error_line(capsys)
     assert _snapshot(folder) == before
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure while building the model")
 
     monkeypatch.setattr(fine_tune_module, "build_classifier", broken)
-    assert _train("--output", str(folder), "--overwrite", "--epochs", "1", "--fine-tune-epochs", "0", *FAST) == 1
-    assert "simulated failure" in _error_line(capsys)
+    code = train_tiny("--output", str(folder), "--overwrite", "--epochs", "1", "--fine-tune-epochs", "0", *FAST_TRAIN)
+    assert code == 1
+    assert "simulated failure" in cli_error_line(capsys)
     assert _snapshot(folder) == before
 
 
@@ -109,7 +95,7 @@ def test_overwrite_replaces_the_old_run_after_the_first_epoch_and_only_dead_temp
     dead.write_bytes(b"left by a killed run")
     alive = folder / f"{TEMP_MARK}{os.getppid()}-best-y.keras"  # a live process's (a concurrent writer's)
     alive.write_bytes(b"being written")
-    result = fine_tune(TINY, "digits", weights=None, image_size=32, epochs_frozen=1, epochs_unfrozen=0, limit=32,
+    result = fine_tune(TINY_MODEL, "digits", weights=None, image_size=32, epochs_frozen=1, epochs_unfrozen=0, limit=32,
                        batch_size=32, learning_rate=3e-3, output_dir=folder, quiet=True, overwrite=True)
     assert result.epochs == 1 and [r["epoch"] for r in result.history] == [1]
     assert not dead.exists() and alive.read_bytes() == b"being written"
@@ -136,8 +122,8 @@ def test_resume_refuses_a_missing_checkpoint_and_touches_nothing(old_run, capsys
     folder, _ = old_run
     (folder / "checkpoints" / "epoch-002.keras").unlink()
     before = _snapshot(folder)
-    assert _train("--output", str(folder), "--resume", "--epochs", "1", "--fine-tune-epochs", "2", *FAST) == 2
-    line = _error_line(capsys)
+    assert train_tiny("--output", str(folder), "--resume", "--epochs", "1", "--fine-tune-epochs", "2", *FAST_TRAIN) == 2
+    line = cli_error_line(capsys)
     assert str(folder / "checkpoints" / "epoch-002.keras") in line and "does not exist" in line
     assert _snapshot(folder) == before
 
@@ -166,12 +152,13 @@ def test_resume_refuses_a_malformed_state_with_one_line(old_run, text, fragment,
     else:
         path.write_text(text)
     before = _snapshot(folder)
-    assert _train("--output", str(folder), "--resume", *FAST) == 2
-    line = _error_line(capsys)
+    assert train_tiny("--output", str(folder), "--resume", *FAST_TRAIN) == 2
+    line = cli_error_line(capsys)
     assert str(path) in line and fragment in line
     assert _snapshot(folder) == before
     with pytest.raises(errors.InputError, match=r"state\.json"):
-        fine_tune(TINY, "digits", weights=None, image_size=32, limit=32, output_dir=folder, quiet=True, resume=True)
+        fine_tune(TINY_MODEL, "digits", weights=None, image_size=32, limit=32, output_dir=folder, quiet=True,
+                  resume=True)
 
 
 # --------------------------------------------------------------------------- 3. non-finite numbers
@@ -181,7 +168,7 @@ def test_resume_refuses_a_malformed_state_with_one_line(old_run, text, fragment,
                                      {"fine_tune_learning_rate": -math.inf}, {"dropout": math.nan}])
 def test_fine_tune_refuses_non_finite_numbers(keyword, tmp_path):
     with pytest.raises(errors.InputError, match=next(iter(keyword))):
-        fine_tune(TINY, "digits", weights=None, image_size=32, output_dir=tmp_path, quiet=True, **keyword)
+        fine_tune(TINY_MODEL, "digits", weights=None, image_size=32, output_dir=tmp_path, quiet=True, **keyword)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -189,10 +176,10 @@ def test_a_diverging_epoch_stops_the_run_and_keeps_the_last_good_model(tmp_path,
     import keras
 
     folder = tmp_path / "run"
-    code = _train("--output", str(folder), "--epochs", "1", "--fine-tune-epochs", "2", "--lr", "3e-3",
-                  "--fine-tune-lr", "1e30", *FAST)
+    code = train_tiny("--output", str(folder), "--epochs", "1", "--fine-tune-epochs", "2", "--lr", "3e-3",
+                  "--fine-tune-lr", "1e30", *FAST_TRAIN)
     assert code == 1
-    assert "diverged" in _error_line(capsys)
+    assert "diverged" in cli_error_line(capsys)
     state = json.loads((folder / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1 and [r["epoch"] for r in state["history"]] == [1]
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch-001.keras", "state.json"]
@@ -204,9 +191,9 @@ def test_a_diverging_epoch_stops_the_run_and_keeps_the_last_good_model(tmp_path,
 
 def test_overwrite_with_a_diverging_first_epoch_keeps_the_old_run(old_run, capsys):
     folder, before = old_run
-    assert _train("--output", str(folder), "--overwrite", "--epochs", "1", "--fine-tune-epochs", "0",
-                  "--lr", "1e30", *FAST) == 1
-    assert "diverged" in _error_line(capsys)
+    assert train_tiny("--output", str(folder), "--overwrite", "--epochs", "1", "--fine-tune-epochs", "0",
+                  "--lr", "1e30", *FAST_TRAIN) == 1
+    assert "diverged" in cli_error_line(capsys)
     assert _snapshot(folder) == before
 
 
@@ -223,12 +210,12 @@ def test_an_unwritable_output_fails_before_data_or_model(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(fine_tune_module, "load_data", must_not_run)
     monkeypatch.setattr(fine_tune_module, "build_classifier", must_not_run)
-    assert _train("--output", str(blocker / "sub"), *FAST) == 2
-    assert str(blocker / "sub") in _error_line(capsys)
-    assert _train("--output", str(blocker), *FAST) == 2  # a file, not a folder
-    assert "not a folder" in _error_line(capsys)
+    assert train_tiny("--output", str(blocker / "sub"), *FAST_TRAIN) == 2
+    assert str(blocker / "sub") in cli_error_line(capsys)
+    assert train_tiny("--output", str(blocker), *FAST_TRAIN) == 2  # a file, not a folder
+    assert "not a folder" in cli_error_line(capsys)
     with pytest.raises(errors.InputError, match="cannot be written"):
-        fine_tune(TINY, "digits", weights=None, image_size=32, output_dir=blocker / "sub" / "deeper", quiet=True)
+        fine_tune(TINY_MODEL, "digits", weights=None, image_size=32, output_dir=blocker / "sub" / "deeper", quiet=True)
     assert blocker.read_text() == "I am a file"
     missing = tmp_path / "new" / "deeper"  # checking a writable path leaves nothing behind
     assert check_output_dir(missing) is None and not (tmp_path / "new").exists()
@@ -249,11 +236,11 @@ def test_registry_functions_check_argument_types():
     with pytest.raises(errors.InputError, match="unknown model 'nope'"):
         create_model("nope")
     with pytest.raises(TypeError, match="`features_only` must be True or False"):
-        create_model(TINY, features_only="yes")
+        create_model(TINY_MODEL, features_only="yes")
     with pytest.raises(errors.InputError, match="`flavour` must be None or one of"):
-        create_model(TINY, flavour="torch")
+        create_model(TINY_MODEL, flavour="torch")
     with pytest.raises(TypeError, match="`out_indices`"):
-        create_model(TINY, features_only=True, out_indices=3)
+        create_model(TINY_MODEL, features_only=True, out_indices=3)
     for err in (TypeError, errors.InputError):  # one line each
         try:
             list_models(42) if err is TypeError else model_config("nope")

@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_bench import NAMES, PNG_MAGIC, SIZE, _first_table
+from helpers import PNG_MAGIC, first_markdown_table
 
 from keras_lightnets.cli import bench as bench_cli
 from keras_lightnets.models.registry import list_models, model_config
 from keras_lightnets.pipelines import bench
+
+NAMES = ["mobilenet_v2_035", "shufflenet_v2_x0_5"]
+SIZE = 64
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +130,7 @@ def test_tools_benchmark_runs_the_same_implementation(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == (out / "bench.md").read_text()
-    assert len(_first_table(result.stdout)) == 3 and "| shufflenet_v2_x0_5 | 32 |" in result.stdout
+    assert len(first_markdown_table(result.stdout)) == 3 and "| shufflenet_v2_x0_5 | 32 |" in result.stdout
     [row], _ = bench.read_json(out / "bench.json")
     assert row.name == "shufflenet_v2_x0_5" and row.params == model_config("shufflenet_v2_x0_5").params
     assert sorted(os.listdir(out)) == ["bench.json", "bench.md", "bench.png"]

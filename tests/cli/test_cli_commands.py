@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_hostile_training import TINY, _error_line
+from helpers import TINY_MODEL as TINY
+from helpers import cli_error_line
 
 from keras_lightnets import errors, list_models, model_config
 from keras_lightnets.cli import main
@@ -128,7 +129,7 @@ def test_non_finite_float_options_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    line = _error_line(capsys)
+    line = cli_error_line(capsys)
     assert repr(argv[-1].split("=")[-1]) in line and ("finite" in line or "fraction in (0, 1)" in line)
 
 
@@ -139,7 +140,7 @@ def test_commands_map_input_errors_to_2_and_failures_to_1(tmp_path, monkeypatch,
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert main(["demo", "--output", str(blocker / "sub"), "--quiet"]) == 2  # checked before training
-    assert "cannot be written" in _error_line(capsys)
+    assert "cannot be written" in cli_error_line(capsys)
     cases = [(errors.InputError("bad file 'x'"), 2), (ValueError("conversion failed"), 1),
              (RuntimeError("out of memory"), 1)]
     for err, code in cases:
@@ -148,11 +149,11 @@ def test_commands_map_input_errors_to_2_and_failures_to_1(tmp_path, monkeypatch,
 
         monkeypatch.setattr(demo, "demo", fail)
         assert main(["demo", "--output", str(tmp_path / "demo"), "--quiet"]) == code, err
-        assert str(err) in _error_line(capsys)
+        assert str(err) in cli_error_line(capsys)
         monkeypatch.setattr(bench, "benchmark_models", fail)
         assert main(["bench", TINY, "--output", str(tmp_path / "bench"), "--quiet"]) == code, err
-        assert str(err) in _error_line(capsys)
+        assert str(err) in cli_error_line(capsys)
         monkeypatch.setattr(demo, "run", fail)  # whatever a subcommand lets escape, main maps the same way
         assert main(["demo", "--output", str(tmp_path / "demo")]) == code, err
-        assert str(err) in _error_line(capsys)
+        assert str(err) in cli_error_line(capsys)
         monkeypatch.undo()

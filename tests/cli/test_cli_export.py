@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import image_batch
-from test_export import SIZE, _files, tiny_keras3_classifier, tiny_qat_model
+from helpers import TINY_SIZE as SIZE
+from helpers import file_names, image_batch, tiny_keras3_classifier, tiny_qat_model
 
 import keras_lightnets
 from keras_lightnets.cli import export
@@ -81,7 +81,7 @@ def test_cli_registry_model_npy_int8_verify_benchmark(tmp_path, capsys):
         "--data", str(data), "--verify", "--benchmark", "--runs", "3", "--warmup", "1", "-o", str(out),
     ])
     assert code == 0, stderr
-    assert _files(out.parent) == ["shuffle.json", "shuffle.tflite"]  # 5 classes, no names: no labels file
+    assert file_names(out.parent) == ["shuffle.json", "shuffle.tflite"]  # 5 classes, no names: no labels file
     report = json.loads((out.parent / "shuffle.json").read_text())
     assert report["model"]["kind"] == "registry" and report["model"]["preprocessing"] == "torch"
     assert report["model"]["weights"] == "none"  # default "auto": no ImageNet weights for 5 classes
@@ -103,7 +103,7 @@ def test_cli_keras_file_with_image_folder_writes_labels(tmp_path, capsys, keras_
     ])
     assert code == 0, stderr
     assert stderr == ""
-    assert _files(tmp_path) == ["tiny.json", "tiny.labels.txt", "tiny.tflite"]
+    assert file_names(tmp_path) == ["tiny.json", "tiny.labels.txt", "tiny.tflite"]
     assert (tmp_path / "tiny.labels.txt").read_text().splitlines() == ["a_red", "b_green", "c_blue"]
     report = json.loads((tmp_path / "tiny.json").read_text())
     assert report["model"]["kind"] == "keras" and report["model"]["preprocessing"] == "tf"
@@ -161,7 +161,7 @@ def test_cli_default_output_name_and_imagenet_labels(tmp_path, capsys, monkeypat
     code, _, stderr = _run_cli(capsys, ["mobilenet_v3_small_075", "--weights", "none", "--input-size", "32",
                                         "--classes", "1000", "--quiet"])
     assert code == 0, stderr
-    assert _files(tmp_path) == ["mobilenet_v3_small_075_none.json", "mobilenet_v3_small_075_none.labels.txt",
+    assert file_names(tmp_path) == ["mobilenet_v3_small_075_none.json", "mobilenet_v3_small_075_none.labels.txt",
                                 "mobilenet_v3_small_075_none.tflite"]
     labels = (tmp_path / "mobilenet_v3_small_075_none.labels.txt").read_text().splitlines()
     assert len(labels) == 1000 and labels[0] == "tench"
@@ -210,7 +210,7 @@ def test_cli_bad_inputs_one_line_and_no_output(case, tmp_path, capsys, keras_fil
     argv, expected_code, pattern = _bad_inputs(tmp_path, keras_file, image_folder)[case]
     out = tmp_path / "out"
     out.mkdir()
-    before = _files(tmp_path)
+    before = file_names(tmp_path)
     if "-o" not in argv:
         argv = [*argv, "-o", str(out / "m.tflite")]
     code, stdout, stderr = _run_cli(capsys, [*argv, "--quiet"])
@@ -218,7 +218,7 @@ def test_cli_bad_inputs_one_line_and_no_output(case, tmp_path, capsys, keras_fil
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("convert_tflite: error: "), stderr
     assert re.search(pattern, lines[0]), lines[0]
-    assert stdout == "" and _files(out) == [] and _files(tmp_path) == before
+    assert stdout == "" and file_names(out) == [] and file_names(tmp_path) == before
 
 
 @pytest.mark.parametrize("failing_step", ["verify_tflite", "benchmark_tflite"])
@@ -233,7 +233,7 @@ def test_cli_failure_after_conversion_removes_everything(failing_step, tmp_path,
     ])
     assert code == 1
     assert stderr.strip() == "convert_tflite: error: RuntimeError: simulated failure"
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
 
 
 def test_cli_conversion_failure_exits_1(tmp_path, capsys, monkeypatch):
@@ -244,7 +244,7 @@ def test_cli_conversion_failure_exits_1(tmp_path, capsys, monkeypatch):
     code, _, stderr = _run_cli(capsys, ["mobilenet_v3_small_075", "--weights", "none", "--input-size", "32",
                                         "--classes", "3", "-o", str(tmp_path / "m.tflite"), "--quiet"])
     assert code == 1 and stderr == "convert_tflite: error: ConversionError: int8 conversion left float ops: SIN x1\n"
-    assert _files(tmp_path) == []
+    assert file_names(tmp_path) == []
 
 
 def test_convert_script_runs_as_a_process(tmp_path):
@@ -258,7 +258,7 @@ def test_convert_script_runs_as_a_process(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
-    assert _files(tmp_path) == ["data.npy", "m.json", "m.tflite"]
+    assert file_names(tmp_path) == ["data.npy", "m.json", "m.tflite"]
     assert json.loads((tmp_path / "m.json").read_text())["verify"]["input_dtype"] == "int8"
     bad = subprocess.run([sys.executable, script, str(tmp_path / "missing.h5")], capture_output=True, text=True,
                          timeout=120, env=ENV, cwd=tmp_path)

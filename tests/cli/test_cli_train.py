@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_hostile_training import FAST, _error_line, _train
-from test_training import SMALL
+from helpers import FAST_TRAIN, cli_error_line, train_tiny
 
 from keras_lightnets.cli import main
 from keras_lightnets.cli import train as train_cli
 from keras_lightnets.cli.command import Parser
+
+SMALL = "mobilenet_v3_small_075"  # as in test_training.py
 
 
 def _cli(argv: list[str]) -> int:
@@ -56,11 +57,11 @@ def test_cli_undecodable_data_is_bad_input_exit_2_with_one_line(tmp_path, capsys
 
 def test_train_empty_data_folder_and_garbage_weights_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert _train("--data", str(tmp_path / "empty"), "--output", str(tmp_path / "o1"), *FAST) == 2
-    assert str(tmp_path / "empty") in _error_line(capsys)
+    assert train_tiny("--data", str(tmp_path / "empty"), "--output", str(tmp_path / "o1"), *FAST_TRAIN) == 2
+    assert str(tmp_path / "empty") in cli_error_line(capsys)
     garbage = tmp_path / "weights.pth"
     garbage.write_bytes(np.random.default_rng(0).bytes(256))
     weights_argv = ["--weights", str(garbage), "--image-size", "32", "--limit", "32", "--quiet"]
-    assert _train("--output", str(tmp_path / "o2"), *weights_argv) == 2
-    assert str(garbage) in _error_line(capsys)
+    assert train_tiny("--output", str(tmp_path / "o2"), *weights_argv) == 2
+    assert str(garbage) in cli_error_line(capsys)
     assert not (tmp_path / "o1").exists()
