@@ -33,7 +33,7 @@ from keras_lightnets.models.squeezenet import SqueezeNet
 # Submodules reachable as attributes of the package, imported on first access.
 FAMILY_MODULES = ("mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet")
 LAZY_MODULES = (
-    "cli", "compression", "data", "errors", "export", "files", "imagenet", "layers", "layout", "legacy",
+    "cli", "compression", "data", "detection", "errors", "export", "files", "imagenet", "layers", "layout", "legacy",
     "macs", "model_files", "models", "pipelines", "training", "validation", "weights", *FAMILY_MODULES,
 )
 

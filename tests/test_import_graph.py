@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "keras_lightnets"
 FLOORS = (
     ("foundations", ("errors", "files", "validation", "_backend", "_version")),
     ("Keras basics", ("layers", "layout", "macs", "imagenet", "models.features")),
-    ("models and weights", ("weights", "models")),
+    ("models and weights", ("weights", "models", "detection")),
     ("compression, export, data, training", ("compression", "export", "data", "model_files", "training")),
     ("pipelines", ("pipelines",)),
     ("command line", ("cli", "__main__")),
