@@ -12,6 +12,17 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture
+def real_manifest(monkeypatch):
+    """The manifest shipped in the package (``KERAS_LIGHTNETS_MANIFEST`` unset, the cache cleared around)."""
+    from keras_lightnets.weights import download
+
+    monkeypatch.delenv(download.MANIFEST_ENV, raising=False)
+    download._load_manifest.cache_clear()
+    yield download.manifest()
+    download._load_manifest.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _quiet_warnings():
     with warnings.catch_warnings():

@@ -145,14 +145,6 @@ def test_macs_agree_with_the_papers(name):
 # --------------------------------------------------------------------------- the records agree
 
 
-@pytest.fixture
-def real_manifest(monkeypatch):
-    monkeypatch.delenv(download.MANIFEST_ENV, raising=False)
-    download._load_manifest.cache_clear()
-    yield download.manifest()
-    download._load_manifest.cache_clear()
-
-
 def test_every_weight_file_of_a_record_is_in_the_manifest_and_back(real_manifest):
     named: dict[str, list[str]] = {}
     for config in registered():

@@ -364,14 +364,6 @@ def test_imagenet_weights_end_to_end(server, env, tmp_path):
 # --------------------------------------------------------------------------- the real manifest
 
 
-@pytest.fixture
-def real_manifest(monkeypatch):
-    monkeypatch.delenv(download.MANIFEST_ENV, raising=False)
-    download._load_manifest.cache_clear()
-    yield download.manifest()
-    download._load_manifest.cache_clear()
-
-
 def _imagenet_file_names(name: str) -> list[tuple[str, int, bool]]:
     """``[(file name, input size, include_top)]`` of registered variant ``name``, from its record."""
     return [(f.name, f.input_size, f.include_top) for f in model_config(name).weight_files]
