@@ -181,13 +181,22 @@ def _resize(image, image_size: tuple[int, int], *, antialias: bool):
 
 # --------------------------------------------------------------------------- digits
 
+def read_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bundled UCI digits as stored, in NumPy only: ``(levels, labels, test)``.
+
+    ``levels`` uint8 ``(1797, 8, 8)`` grey levels 0..16, ``labels`` int ``(1797,)`` 0..9,
+    ``test`` bool ``(1797,)``: the held-out digits of the ``"test"``/``"validation"`` split.
+    """
+    path = importlib.resources.files("keras_lightnets") / "data" / "digits.npz"
+    with path.open("rb") as f, np.load(f, allow_pickle=False) as archive:
+        return archive["images"].astype(np.uint8), archive["labels"], archive["test"].astype(bool)
+
+
 def _load_digits(image_size, channels, split, limit, seed) -> ImageData:
     import tensorflow as tf
 
     _check_split(split, (None, "train", "test", "validation"), "digits")
-    path = importlib.resources.files("keras_lightnets") / "data" / "digits.npz"
-    with path.open("rb") as f, np.load(f) as archive:
-        images, labels, test = archive["images"], archive["labels"], archive["test"]
+    images, labels, test = read_digits()
     if split is not None:
         keep = test if split in ("test", "validation") else ~test
         images, labels = images[keep], labels[keep]
