@@ -8,6 +8,9 @@ NumPy only: importing this package imports neither TensorFlow nor Keras.
 * ``box_coding``: regression deltas to boxes and back, torchvision's ``BoxCoder``
   (``encode_torchvision``, ``decode_torchvision``) and pytorch-ssd's variances
   (``encode_ssd``, ``decode_ssd``), plus ``xyxy_to_cxcywh`` / ``cxcywh_to_xyxy``.
+* ``SSDLite``, ``RetinaNet`` (``builders``, over ``heads``): detector models on the registry
+  backbones. They need Keras, so they load on first access (a module ``__getattr__``) and stay
+  out of ``__all__`` (a star import loads no Keras).
 """
 
 from __future__ import annotations
@@ -37,3 +40,13 @@ __all__ = [
     "cxcywh_to_xyxy", "decode_ssd", "decode_torchvision", "encode_ssd", "encode_torchvision", "preset_anchors",
     "retinanet_anchors", "ssd_default_boxes", "ssd_priors", "xyxy_to_cxcywh",
 ]
+
+_LAZY = {"SSDLite": "builders", "RetinaNet": "builders"}  # Keras-backed names, imported on first access
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from keras_lightnets.detection import builders
+
+        return getattr(builders, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
