@@ -7,6 +7,7 @@ exit with code 2 for it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,3 +51,13 @@ def check_positive_int(argument: str, value, *, allow_none: bool = False, error:
         expected = "None or a positive int" if allow_none else "a positive int"
         raise error(f"`{argument}` must be {expected}; received {argument}={value!r}")
     return int(value)
+
+
+def check_positive_number(argument: str, value) -> float:
+    """``value`` as a float; ``InputError`` naming ``argument`` unless a finite real number > 0 (not a bool)."""
+    import numpy as np
+
+    if (isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating)
+            or not math.isfinite(value) or value <= 0):
+        raise InputError(f"`{argument}` must be a finite number > 0; received {argument}={value!r}")
+    return float(value)

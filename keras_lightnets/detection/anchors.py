@@ -28,7 +28,7 @@ from types import MappingProxyType
 import numpy as np
 
 from keras_lightnets.errors import InputError
-from keras_lightnets.validation import check_bool, check_choice, check_positive_int, is_int
+from keras_lightnets.validation import check_bool, check_choice, check_positive_int, check_positive_number, is_int
 
 # ----------------------------------------------------------------------------- argument checks
 
@@ -43,14 +43,6 @@ def _sequence(argument: str, value, what: str, *, allow_empty: bool = False) -> 
         kind = "a sequence" if allow_empty else "a non-empty sequence"
         raise InputError(f"`{argument}` must be {kind} of {what}; received {argument}={value!r}")
     return list(value)
-
-
-def _positive_number(argument: str, value) -> float:
-    """``value`` as a float; ``InputError`` unless it is a finite number > 0 (not a bool)."""
-    if (isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating)
-            or not math.isfinite(value) or value <= 0):
-        raise InputError(f"`{argument}` must be a finite number > 0; received {argument}={value!r}")
-    return float(value)
 
 
 def _size_hw(argument: str, value, what: str) -> tuple[int, int]:
@@ -85,12 +77,12 @@ def _per_level(argument: str, value, levels: int, what: str) -> list:
 def _ratio_lists(argument: str, value, levels: int, *, allow_flat: bool) -> list[list[float]]:
     """Aspect ratios per level, each a finite number > 0. ``allow_flat``: one flat list for every level."""
     if allow_flat and _is_sequence(value) and len(value) > 0 and not any(_is_sequence(v) for v in value):
-        ratios = [_positive_number(f"{argument}[{i}]", r) for i, r in enumerate(value)]
+        ratios = [check_positive_number(f"{argument}[{i}]", r) for i, r in enumerate(value)]
         return [ratios] * levels
     what = "per-level sequences of aspect ratios (numbers > 0)"
     entries = _per_level(argument, value, levels, what)
     return [
-        [_positive_number(f"{argument}[{k}][{i}]", r)
+        [check_positive_number(f"{argument}[{k}][{i}]", r)
          for i, r in enumerate(_sequence(f"{argument}[{k}]", level, "aspect ratios (numbers > 0)",
                                          allow_empty=not allow_flat))]
         for k, level in enumerate(entries)
@@ -134,8 +126,8 @@ def ssd_default_boxes(
     check_bool("clip", clip)
     levels = len(grids)
     if scales is None:
-        low = _positive_number("min_ratio", min_ratio)
-        high = _positive_number("max_ratio", max_ratio)
+        low = check_positive_number("min_ratio", min_ratio)
+        high = check_positive_number("max_ratio", max_ratio)
         if low >= high:
             raise InputError(
                 f"`min_ratio` must be smaller than `max_ratio`; received min_ratio={min_ratio!r}, "
@@ -147,7 +139,7 @@ def ssd_default_boxes(
         else:
             scale_list = [low, high]
     else:
-        scale_list = [_positive_number(f"scales[{k}]", s)
+        scale_list = [check_positive_number(f"scales[{k}]", s)
                       for k, s in enumerate(_sequence("scales", scales, "numbers > 0"))]
         if len(scale_list) != levels + 1:
             raise InputError(
@@ -213,7 +205,7 @@ def retinanet_anchors(
     size_lists = []
     for k, level in enumerate(_per_level("sizes", sizes, levels, "per-level sequences of anchor sizes in pixels")):
         level = [level] if not _is_sequence(level) else _sequence(f"sizes[{k}]", level, "anchor sizes in pixels")
-        size_lists.append([_positive_number(f"sizes[{k}][{i}]", s) for i, s in enumerate(level)])
+        size_lists.append([check_positive_number(f"sizes[{k}][{i}]", s) for i, s in enumerate(level)])
     ratios = _ratio_lists("aspect_ratios", aspect_ratios, levels, allow_flat=True)
 
     boxes = []
@@ -271,13 +263,14 @@ def ssd_priors(
     sides = _sequence("feature_sizes", feature_sizes, "positive ints")
     sides = [check_positive_int(f"feature_sizes[{k}]", side) for k, side in enumerate(sides)]
     levels = len(sides)
-    strides = [_positive_number(f"shrinkages[{k}]", s)
+    strides = [check_positive_number(f"shrinkages[{k}]", s)
                for k, s in enumerate(_per_level("shrinkages", shrinkages, levels, "numbers > 0"))]
     pairs = []
     for k, pair in enumerate(_per_level("box_sizes", box_sizes, levels, "(min_size, max_size) pairs in pixels")):
         if not _is_sequence(pair) or len(pair) != 2:
             raise InputError(f"`box_sizes[{k}]` must be a (min_size, max_size) pair; received box_sizes[{k}]={pair!r}")
-        pairs.append((_positive_number(f"box_sizes[{k}][0]", pair[0]), _positive_number(f"box_sizes[{k}][1]", pair[1])))
+        pairs.append((check_positive_number(f"box_sizes[{k}][0]", pair[0]),
+                      check_positive_number(f"box_sizes[{k}][1]", pair[1])))
     ratios = _ratio_lists("aspect_ratios", aspect_ratios, levels, allow_flat=False)
     image = check_positive_int("image_size", image_size)
     check_bool("clamp", clamp)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_lightnets.errors import InputError
+from keras_lightnets.validation import check_positive_number
 
 # torchvision's BoxCoder weights (wx, wy, ww, wh).
 SSD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -67,20 +68,13 @@ def _pair(argument_a: str, a, argument_b: str, b) -> tuple[np.ndarray, np.ndarra
     return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
-def _positive(argument: str, value) -> float:
-    if (isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating)
-            or not math.isfinite(value) or value <= 0):
-        raise InputError(f"`{argument}` must be a finite number > 0; received {argument}={value!r}")
-    return float(value)
-
-
 def _weights(weights: Sequence[float]) -> tuple[float, float, float, float]:
     if isinstance(weights, str | bytes) or not isinstance(weights, Sequence | np.ndarray) or len(weights) != 4:
         raise InputError(
             "`weights` must be four numbers > 0 (wx, wy, ww, wh), e.g. (10, 10, 5, 5) for SSD or (1, 1, 1, 1) "
             f"for RetinaNet; received weights={weights!r}"
         )
-    wx, wy, ww, wh = (_positive(f"weights[{i}]", w) for i, w in enumerate(weights))
+    wx, wy, ww, wh = (check_positive_number(f"weights[{i}]", w) for i, w in enumerate(weights))
     return wx, wy, ww, wh
 
 
@@ -159,7 +153,7 @@ def decode_torchvision(
         ``(..., 4)`` boxes x1 y1 x2 y2 in pixels (not clipped to the image).
     """
     wx, wy, ww, wh = _weights(weights)
-    clip = _positive("clip", clip)
+    clip = check_positive_number("clip", clip)
     deltas, anchors = _pair("deltas", deltas, "anchors_xyxy", anchors_xyxy)
     dtype = deltas.dtype.type
     half = dtype(0.5)
@@ -197,8 +191,8 @@ def encode_ssd(
     Returns:
         ``(..., 4)`` locations ``((c - c_p) / wh_p / center_variance, log(wh / wh_p) / size_variance)``.
     """
-    cv = _positive("center_variance", center_variance)
-    sv = _positive("size_variance", size_variance)
+    cv = check_positive_number("center_variance", center_variance)
+    sv = check_positive_number("size_variance", size_variance)
     boxes, priors = _pair("boxes_cxcywh", boxes_cxcywh, "priors_cxcywh", priors_cxcywh)
     dtype = boxes.dtype.type
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -226,8 +220,8 @@ def decode_ssd(
         ``(..., 4)`` boxes, centre x, centre y, width, height relative to the image
         (``cxcywh_to_xyxy`` gives corners); no clamping of the exponent.
     """
-    cv = _positive("center_variance", center_variance)
-    sv = _positive("size_variance", size_variance)
+    cv = check_positive_number("center_variance", center_variance)
+    sv = check_positive_number("size_variance", size_variance)
     locations, priors = _pair("locations", locations, "priors_cxcywh", priors_cxcywh)
     dtype = locations.dtype.type
     return np.concatenate([

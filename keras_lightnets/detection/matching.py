@@ -57,7 +57,7 @@ import tensorflow as tf
 from keras_lightnets.detection.anchors import PRESET_ANCHORS
 from keras_lightnets.detection.box_coding import RETINANET_WEIGHTS, SSD_WEIGHTS, _weights
 from keras_lightnets.errors import InputError
-from keras_lightnets.validation import check_choice
+from keras_lightnets.validation import check_choice, check_positive_number
 
 BACKGROUND = -1  # match_anchors: the anchor is background
 IGNORE = -2  # match_anchors: the anchor is neither foreground nor background (RetinaNet's 0.4..0.5 band)
@@ -70,13 +70,6 @@ def _unit_number(argument: str, value) -> float:
     if (isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating)
             or not math.isfinite(value) or not 0.0 < value <= 1.0):
         raise InputError(f"`{argument}` must be a number in (0, 1]; received {argument}={value!r}")
-    return float(value)
-
-
-def _positive(argument: str, value) -> float:
-    if (isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating)
-            or not math.isfinite(value) or value <= 0):
-        raise InputError(f"`{argument}` must be a finite number > 0; received {argument}={value!r}")
     return float(value)
 
 
@@ -151,8 +144,8 @@ class BoxCoder:
     def __post_init__(self):
         check_choice("kind", self.kind, CODER_KINDS)
         object.__setattr__(self, "weights", _weights(self.weights))
-        object.__setattr__(self, "center_variance", _positive("center_variance", self.center_variance))
-        object.__setattr__(self, "size_variance", _positive("size_variance", self.size_variance))
+        object.__setattr__(self, "center_variance", check_positive_number("center_variance", self.center_variance))
+        object.__setattr__(self, "size_variance", check_positive_number("size_variance", self.size_variance))
 
     @classmethod
     def torchvision(cls, weights: Sequence[float] = SSD_WEIGHTS) -> BoxCoder:
@@ -267,8 +260,8 @@ def encode_torchvision(boxes_xyxy, anchors_xyxy, weights: Sequence[float]) -> tf
 
 def encode_ssd(boxes_cxcywh, priors_cxcywh, center_variance: float = 0.1, size_variance: float = 0.2) -> tf.Tensor:
     """pytorch-ssd ``convert_boxes_to_locations`` in TensorFlow, float32 (``box_coding.encode_ssd``'s twin)."""
-    cv = _positive("center_variance", center_variance)
-    sv = _positive("size_variance", size_variance)
+    cv = check_positive_number("center_variance", center_variance)
+    sv = check_positive_number("size_variance", size_variance)
     boxes = _as_boxes("boxes_cxcywh", boxes_cxcywh)
     priors = _as_boxes("priors_cxcywh", priors_cxcywh)
     return tf.concat([
