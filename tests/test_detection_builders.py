@@ -67,6 +67,10 @@ def test_every_backbone_builds_and_predicts(backbone, kind):
     assert info["type"] == kind and info["backbone"] == backbone and info["num_classes"] == 3
     assert len(info["levels"]) == (6 if kind == "ssdlite" else 5)
     assert info["anchors_per_location"] == (6 if kind == "ssdlite" else 9)
+    assert info["score"] == ("softmax" if kind == "ssdlite" else "sigmoid")
+    assert info["background_class"] == (0 if kind == "ssdlite" else None)
+    assert info["box_coding"] == "torchvision" and info["anchor_format"] == "xyxy_pixels"
+    assert info["box_weights"] == ((10.0, 10.0, 5.0, 5.0) if kind == "ssdlite" else (1.0, 1.0, 1.0, 1.0))
     _check_anchor_layout(model)
 
 

@@ -19,8 +19,22 @@ grid (y outer, x inner), then anchor.
 The returned model carries two plain attributes (not saved in ``.keras`` files; rebuild them
 with the same arguments): ``anchors``, float32 ``(N, 4)`` x1 y1 x2 y2 in input pixels computed
 by ``detection.anchors`` from the real feature-map sizes, and ``detector_info`` (type,
-backbone, classes, input shape, anchors per location, box coding, and per level its stride,
-size and channels). Channels-last only.
+backbone, classes, input shape, anchors per location, per level its stride, size and
+channels, and how to read the outputs: the ``DECODING_KEYS``). Channels-last only.
+
+``DECODING_KEYS`` of ``detector_info``, shared by every detector of the package (the generic
+builders here and the reference twins), read by post-processing and training:
+
+* ``score``: ``"softmax"`` (SSD, SSDLite: the class logits are one softmax per anchor) or
+  ``"sigmoid"`` (RetinaNet: one sigmoid per class);
+* ``background_class``: the column of the background class (``0`` for softmax heads), or
+  ``None`` (sigmoid heads have none);
+* ``box_coding``: ``"torchvision"`` (``box_coding.decode_torchvision`` with ``box_weights``) or
+  ``"ssd"`` (``box_coding.decode_ssd`` with ``variances``, pytorch-ssd);
+* ``box_weights``: ``(wx, wy, ww, wh)`` for ``"torchvision"``; ``variances``:
+  ``(center_variance, size_variance)`` for ``"ssd"``;
+* ``anchor_format``: ``"xyxy_pixels"`` (x1 y1 x2 y2 in input pixels, torchvision) or
+  ``"cxcywh_relative"`` (centre and size as fractions of the image, pytorch-ssd's priors).
 """
 
 from __future__ import annotations
@@ -43,6 +57,15 @@ SSDLITE_RATIOS = {2: (), 4: (2,), 6: (2, 3)}  # anchors per location -> DefaultB
 # torchvision RetinaNet's AnchorGenerator sizes for P3..P7 (32, 64, ... each times 2 ** (0, 1/3, 2/3)).
 RETINANET_SIZES = ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406), (512, 645, 812))
 RETINANET_RATIOS = (0.5, 1.0, 2.0)
+DECODING_KEYS = ("score", "background_class", "box_coding", "anchor_format")
+
+
+def torchvision_decoding(score: str, box_weights: tuple[float, ...]) -> dict[str, Any]:
+    """The ``DECODING_KEYS`` (and ``box_weights``) of a torchvision-style head: xyxy pixel anchors."""
+    return {
+        "score": score, "background_class": 0 if score == "softmax" else None, "box_coding": "torchvision",
+        "box_weights": tuple(box_weights), "anchor_format": "xyxy_pixels",
+    }
 
 
 def _check_common(backbone, num_classes, input_shape, flavour) -> tuple[int, int, int]:
@@ -158,7 +181,7 @@ def SSDLite(
     strides = [16, 32, 64, 128, 256, 512]
     info = {
         "type": "ssdlite", "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
-        "anchors_per_location": anchors_per_location, "box_weights": SSD_WEIGHTS,
+        "anchors_per_location": anchors_per_location, **torchvision_decoding("softmax", SSD_WEIGHTS),
         "levels": _level_info(strides, sizes, levels),
     }
     return _finish(inputs, classes, boxes, anchors, name or f"ssdlite_{backbone}", info)
@@ -207,7 +230,7 @@ def RetinaNet(
     )
     info = {
         "type": "retinanet", "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
-        "anchors_per_location": anchors_per_location, "box_weights": RETINANET_WEIGHTS,
+        "anchors_per_location": anchors_per_location, **torchvision_decoding("sigmoid", RETINANET_WEIGHTS),
         "levels": _level_info([8, 16, 32, 64, 128], sizes, levels),
     }
     return _finish(inputs, classes, boxes, anchors, name or f"retinanet_{backbone}", info)
