@@ -51,8 +51,10 @@ PRESETS = {
 # ----------------------------------------------------------------------------- presets vs the references
 
 
-def test_the_presets_are_the_three_references():
-    assert sorted(PRESET_ANCHORS) == sorted(PRESETS)
+def test_the_presets_are_the_references_and_mb1_ssd_shares_mb2s_priors():
+    assert sorted(PRESET_ANCHORS) == sorted([*PRESETS, "mb1_ssd"])
+    # pytorch-ssd's MobileNetV1-SSD and MobileNetV2-SSD-Lite both read mobilenetv1_ssd_config's priors.
+    np.testing.assert_array_equal(preset_anchors("mb1_ssd"), preset_anchors("mb2_ssd_lite"))
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -1,5 +1,6 @@
 """``lightnets info NAME``: one model's registry facts as JSON, with its weight files (URL,
-license) and notes. An unknown name is bad input (exit code 2)."""
+license) and notes; for a detector preset (``lightnets list --task detection``) its record,
+whose ``checkpoint`` names the reference's published file. An unknown name is bad input (exit code 2)."""
 
 from __future__ import annotations
 
@@ -21,5 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_lightnets.models.registry import model_config, weight_sources
 
     config = model_config(args.name)
-    print(json.dumps({**config.as_dict(), "weight_files": weight_sources(args.name)}, indent=2))
+    facts = config.as_dict()
+    if facts.get("task") != "detection":
+        facts["weight_files"] = weight_sources(args.name)
+    print(json.dumps(facts, indent=2))
     return 0

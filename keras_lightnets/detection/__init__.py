@@ -8,6 +8,10 @@ NumPy only: importing this package imports neither TensorFlow nor Keras.
 * ``box_coding``: regression deltas to boxes and back, torchvision's ``BoxCoder``
   (``encode_torchvision``, ``decode_torchvision``) and pytorch-ssd's variances
   (``encode_ssd``, ``decode_ssd``), plus ``xyxy_to_cxcywh`` / ``cxcywh_to_xyxy``.
+* ``presets``: the registered reference detectors (exact twins of torchvision's and
+  pytorch-ssd's), their facts (``DetectorConfig``: parameters, MACs, anchors, published
+  accuracy, checkpoint URL), ``list_detectors``, ``detector_config`` and ``create_detector``
+  (which imports Keras only when it builds).
 * ``SSDLite``, ``RetinaNet`` (``builders``, over ``heads``): detector models on the registry
   backbones. They need Keras, so they load on first access (a module ``__getattr__``) and stay
   out of ``__all__`` (a star import loads no Keras).
@@ -34,11 +38,35 @@ from keras_lightnets.detection.box_coding import (
     encode_torchvision,
     xyxy_to_cxcywh,
 )
+from keras_lightnets.detection.presets import (
+    DetectorConfig,
+    Published,
+    create_detector,
+    detector_config,
+    list_detectors,
+)
 
 __all__ = [
-    "BBOX_XFORM_CLIP", "PRESET_ANCHORS", "RETINANET_WEIGHTS", "SSD_WEIGHTS", "AnchorPreset",
-    "cxcywh_to_xyxy", "decode_ssd", "decode_torchvision", "encode_ssd", "encode_torchvision", "preset_anchors",
-    "retinanet_anchors", "ssd_default_boxes", "ssd_priors", "xyxy_to_cxcywh",
+    "BBOX_XFORM_CLIP",
+    "PRESET_ANCHORS",
+    "RETINANET_WEIGHTS",
+    "SSD_WEIGHTS",
+    "AnchorPreset",
+    "DetectorConfig",
+    "Published",
+    "create_detector",
+    "cxcywh_to_xyxy",
+    "decode_ssd",
+    "decode_torchvision",
+    "detector_config",
+    "encode_ssd",
+    "encode_torchvision",
+    "list_detectors",
+    "preset_anchors",
+    "retinanet_anchors",
+    "ssd_default_boxes",
+    "ssd_priors",
+    "xyxy_to_cxcywh",
 ]
 
 _LAZY = {"SSDLite": "builders", "RetinaNet": "builders"}  # Keras-backed names, imported on first access

@@ -315,6 +315,14 @@ class AnchorPreset:
         return self.generator(**self.arguments)
 
 
+# qfgaohao/pytorch-ssd mobilenetv1_ssd_config, used by mb1-ssd and mb2-ssd-lite: 3000 priors.
+_PYTORCH_SSD_PRIORS = AnchorPreset(
+    ssd_priors,
+    MappingProxyType({"feature_sizes": (19, 10, 5, 3, 2, 1), "shrinkages": (16, 32, 64, 100, 150, 300),
+                      "box_sizes": ((60, 105), (105, 150), (150, 195), (195, 240), (240, 285), (285, 330)),
+                      "aspect_ratios": ((2, 3),) * 6, "image_size": 300}),
+    "cxcywh relative",
+)
 PRESET_ANCHORS: Mapping[str, AnchorPreset] = MappingProxyType({
     # torchvision.models.detection.ssdlite320_mobilenet_v3_large: 3234 boxes.
     "ssdlite320_mobilenet_v3_large": AnchorPreset(
@@ -331,14 +339,8 @@ PRESET_ANCHORS: Mapping[str, AnchorPreset] = MappingProxyType({
                           "aspect_ratios": (0.5, 1.0, 2.0)}),
         "xyxy pixels",
     ),
-    # qfgaohao/pytorch-ssd mobilenetv1_ssd_config (also used by mb2-ssd-lite): 3000 priors.
-    "mb2_ssd_lite": AnchorPreset(
-        ssd_priors,
-        MappingProxyType({"feature_sizes": (19, 10, 5, 3, 2, 1), "shrinkages": (16, 32, 64, 100, 150, 300),
-                          "box_sizes": ((60, 105), (105, 150), (150, 195), (195, 240), (240, 285), (285, 330)),
-                          "aspect_ratios": ((2, 3),) * 6, "image_size": 300}),
-        "cxcywh relative",
-    ),
+    "mb2_ssd_lite": _PYTORCH_SSD_PRIORS,
+    "mb1_ssd": _PYTORCH_SSD_PRIORS,  # the same config, mobilenetv1_ssd_config
 })
 
 

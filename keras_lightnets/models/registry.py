@@ -32,6 +32,7 @@ from keras_lightnets.imagenet import PREPROCESSING
 from keras_lightnets.models import features
 
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
+TASKS = ("classification", "detection")
 
 
 @dataclass(frozen=True)
@@ -159,16 +160,26 @@ def _type_error(argument: str, expected: str, value: Any) -> TypeError:
     return TypeError(f"`{argument}` must be {expected}; received {argument}={value!r} ({type(value).__name__})")
 
 
-def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
+def list_models(pattern: str = "*", *, pretrained: bool = False, task: str = "classification") -> list[str]:
     """Sorted registered names matching the shell-style ``pattern``.
 
-    With ``pretrained=True`` only variants with ImageNet weights are listed.
-    ``TypeError`` when ``pattern`` is not a string or ``pretrained`` not a bool.
+    ``task="classification"`` (default): the classifiers, this registry's records; with
+    ``pretrained=True`` only those with ImageNet weights. ``task="detection"``: the reference
+    detector presets (``keras_lightnets.detection.presets``); with ``pretrained=True`` only those
+    whose reference publishes a checkpoint. ``TypeError`` when ``pattern`` is not a string or
+    ``pretrained`` not a bool; ``errors.InputError`` for another ``task``.
     """
     if not isinstance(pattern, str):
         raise _type_error("pattern", "a shell-style pattern string such as 'mobilenet_v3*'", pattern)
     if not isinstance(pretrained, bool):
         raise _type_error("pretrained", "True or False", pretrained)
+    if task not in TASKS:
+        raise InputError(f"`task` must be one of {TASKS}; received task={task!r}")
+    if task == "detection":
+        from keras_lightnets.detection import presets
+
+        return [name for name in presets.list_detectors(pattern)
+                if not pretrained or presets.detector_config(name).checkpoint is not None]
     return sorted(
         name for name, config in _REGISTRY.items()
         if fnmatch.fnmatchcase(name, pattern) and (not pretrained or "imagenet" in config.weights)
@@ -176,7 +187,8 @@ def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
 
 
 def model_config(name: str) -> ModelConfig:
-    """The ``ModelConfig`` of a registered variant.
+    """The ``ModelConfig`` of a registered variant, or the ``detection.presets.DetectorConfig``
+    of a detector preset (``list_models(task="detection")``).
 
     ``TypeError`` when ``name`` is not a string; ``errors.InputError`` (a
     ``ValueError``) when no model of that name is registered.
@@ -186,6 +198,10 @@ def model_config(name: str) -> ModelConfig:
     try:
         return _REGISTRY[name]
     except KeyError:
+        from keras_lightnets.detection import presets
+
+        if presets.is_detector(name):
+            return presets.detector_config(name)
         close = fnmatch.filter(_REGISTRY, f"*{name.split('_')[0]}*") if name.split("_")[0] else []
         hint = f" Similar: {', '.join(sorted(close)[:8])}." if close else ""
         raise InputError(
@@ -253,12 +269,20 @@ def create_model(
     ``out_indices`` picks some of them by position (e.g. ``(2, 3, 4)`` for strides
     8, 16, 32). The model gets a ``feature_info`` list of
     ``{"stride", "channels", "layer"}`` dicts. ``flavour`` ("keras" or
-    "tf_keras") overrides the active Keras flavour. ``TypeError`` names an argument
-    of the wrong type; ``errors.InputError`` an unknown name or flavour.
+    "tf_keras") overrides the active Keras flavour. A detector preset's name
+    (``list_models(task="detection")``) builds it with ``detection.create_detector(name,
+    flavour=flavour, **kwargs)``. ``TypeError`` names an argument of the wrong type;
+    ``errors.InputError`` an unknown name or flavour.
     """
     config = model_config(name)
     if not isinstance(features_only, bool):
         raise _type_error("features_only", "True or False", features_only)
+    if not isinstance(config, ModelConfig):  # a detector preset
+        if features_only or out_indices is not None:
+            raise InputError(f"{name!r} is a detector; features_only and out_indices are for classifiers")
+        from keras_lightnets.detection.presets import create_detector
+
+        return create_detector(name, flavour=flavour, **kwargs)
     if flavour is not None and flavour not in _backend.FLAVOURS:
         raise InputError(f"`flavour` must be None or one of {_backend.FLAVOURS}; received flavour={flavour!r}")
     if out_indices is not None and (isinstance(out_indices, str | bytes) or not hasattr(out_indices, "__iter__")):

@@ -22,6 +22,18 @@ def test_list_prints_every_matching_model(capsys):
     assert "mobilenet_v2_100" not in out
 
 
+def test_list_the_detector_presets(capsys):
+    assert main(["list", "--task", "detection"]) == 0
+    out = capsys.readouterr().out
+    for name in list_models(task="detection"):
+        assert name in out and f"{model_config(name).params:,}" in out
+    assert "21.3 COCO val2017 box mAP@[.5:.95]" in out and "mobilenet_v2_100" not in out
+    assert main(["info", "mb2_ssd_lite"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["task"] == "detection" and facts["params"] == model_config("mb2_ssd_lite").params
+    assert facts["checkpoint"]["license"] == "MIT" and facts["anchors"] == 3000
+
+
 def test_list_without_match_is_a_usage_error(capsys):
     assert main(["list", "resnet*"]) == 2
     assert "resnet" in capsys.readouterr().err
