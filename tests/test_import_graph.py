@@ -147,3 +147,15 @@ def test_the_floor_check_sees_an_upward_import_inside_a_function(tmp_path, monke
     graph = _graph()
     assert graph["keras_lightnets.files"] == {"keras_lightnets.cli"}
     assert floor_of("keras_lightnets.cli") > floor_of("keras_lightnets.files")
+
+
+def test_every_package_folder_ships_in_the_wheel():
+    """setup.cfg lists packages by hand: a sub-package missing there is missing from the wheel
+    (an editable install hides it)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(PACKAGE.parent / "setup.cfg")
+    listed = {line.strip() for line in config["options"]["packages"].splitlines() if line.strip()}
+    found = {_module_name(path.parent / "__init__.py") for path in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
