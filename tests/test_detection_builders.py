@@ -17,20 +17,24 @@ import numpy as np
 import pytest
 from helpers import image_batch, randomize_weights, smallest_per_architecture
 
-from keras_lightnets.detection import RetinaNet, SSDLite, heads
+from keras_lightnets.detection import SSD, RetinaNet, SSDLite, heads
 from keras_lightnets.detection.anchors import ssd_default_boxes
 from keras_lightnets.errors import InputError
 from keras_lightnets.models.registry import create_model
 
 SIZE = 128
 FORBIDDEN = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
-PREFIX = {"ssdlite": "ssdlite_", "retinanet": "retinanet_"}
+PREFIX = {"ssd": "ssd_", "ssdlite": "ssdlite_", "retinanet": "retinanet_"}
+KINDS = ["ssd", "ssdlite", "retinanet"]
+SOFTMAX = ("ssd", "ssdlite")
 OUTPUTS = {"classes", "boxes"}
 
 
 def _build(kind: str, backbone: str, flavour: str | None = None, classes: int = 3):
     if kind == "ssdlite":
         return SSDLite(backbone, classes, input_shape=(SIZE, SIZE, 3), flavour=flavour)
+    if kind == "ssd":
+        return SSD(backbone, classes, input_shape=(SIZE, SIZE, 3), flavour=flavour, width=0.25)
     return RetinaNet(backbone, classes, input_shape=(SIZE, SIZE, 3), flavour=flavour, fpn_channels=32, num_convs=2)
 
 
@@ -49,7 +53,7 @@ def _check_anchor_layout(model) -> None:
     assert start == len(model.anchors)
 
 
-@pytest.mark.parametrize("kind", ["ssdlite", "retinanet"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("backbone", smallest_per_architecture())
 def test_every_backbone_builds_and_predicts(backbone, kind):
     model = _build(kind, backbone)
@@ -65,16 +69,16 @@ def test_every_backbone_builds_and_predicts(backbone, kind):
     assert not {type(layer).__name__ for layer in model.layers} & FORBIDDEN
     info = model.detector_info
     assert info["type"] == kind and info["backbone"] == backbone and info["num_classes"] == 3
-    assert len(info["levels"]) == (6 if kind == "ssdlite" else 5)
-    assert info["anchors_per_location"] == (6 if kind == "ssdlite" else 9)
-    assert info["score"] == ("softmax" if kind == "ssdlite" else "sigmoid")
-    assert info["background_class"] == (0 if kind == "ssdlite" else None)
+    assert len(info["levels"]) == (6 if kind in SOFTMAX else 5)
+    assert info["anchors_per_location"] == (6 if kind in SOFTMAX else 9)
+    assert info["score"] == ("softmax" if kind in SOFTMAX else "sigmoid")
+    assert info["background_class"] == (0 if kind in SOFTMAX else None)
     assert info["box_coding"] == "torchvision" and info["anchor_format"] == "xyxy_pixels"
-    assert info["box_weights"] == ((10.0, 10.0, 5.0, 5.0) if kind == "ssdlite" else (1.0, 1.0, 1.0, 1.0))
+    assert info["box_weights"] == ((10.0, 10.0, 5.0, 5.0) if kind in SOFTMAX else (1.0, 1.0, 1.0, 1.0))
     _check_anchor_layout(model)
 
 
-@pytest.mark.parametrize("kind", ["ssdlite", "retinanet"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_detector_layers_are_prefixed(kind):
     backbone = create_model("squeezenet1_1", features_only=True, input_shape=(SIZE, SIZE, 3), weights=None)
     own = {layer.name for layer in backbone.layers}
@@ -133,7 +137,7 @@ def test_fpn_upsampling_matches_nearest_interpolation_to_the_lateral_size(small,
     np.testing.assert_array_equal(got, values[0, ..., 0][np.ix_(index, index)])
 
 
-@pytest.mark.parametrize("kind", ["ssdlite", "retinanet"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_tf_keras_agrees_and_keras_file_round_trips(kind, tmp_path):
     import tf_keras
 
@@ -176,6 +180,9 @@ def test_tf_keras_agrees_and_keras_file_round_trips(kind, tmp_path):
         (RetinaNet, {"fpn_channels": 0}, "`fpn_channels`"),
         (RetinaNet, {"num_convs": -1}, "`num_convs`"),
         (RetinaNet, {"prior_probability": 1.0}, "`prior_probability`"),
+        (SSD, {"width": float("nan")}, "`width`"),
+        (SSD, {"anchors_per_location": 9}, "`anchors_per_location`"),
+        (SSD, {"input_shape": (31, 64, 3)}, "`input_shape`"),
     ],
 )
 def test_bad_arguments_name_the_argument(builder, arguments, argument):
@@ -184,6 +191,18 @@ def test_bad_arguments_name_the_argument(builder, arguments, argument):
         builder(**kwargs)
     if argument == "`backbone`":
         assert "list_models()" in str(caught.value)
+
+
+def test_ssd_extras_and_heads_are_classic():
+    """Extras: 1x1 conv + ReLU, 3x3/s2 conv + ReLU with bias and no BatchNorm; heads: one 3x3 conv."""
+    model = SSD("mobilenet_v2_035", 4, input_shape=(SIZE, SIZE, 3))
+    added = [layer for layer in model.layers if layer.name.startswith("ssd_")]
+    assert not [layer.name for layer in added if "BatchNormalization" in type(layer).__name__]
+    first = model.get_layer("ssd_extra0_conv")
+    assert first.strides == (2, 2) and first.kernel_size == (3, 3) and first.use_bias
+    assert model.get_layer("ssd_extra0_reduce").filters == 256 and first.filters == 512
+    head = model.get_layer("ssd_cls0")
+    assert head.kernel_size == (3, 3) and head.filters == 6 * 4
 
 
 def test_detection_package_imports_no_keras():

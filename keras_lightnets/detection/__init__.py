@@ -12,7 +12,7 @@ NumPy only: importing this package imports neither TensorFlow nor Keras.
   pytorch-ssd's), their facts (``DetectorConfig``: parameters, MACs, anchors, published
   accuracy, checkpoint URL), ``list_detectors``, ``detector_config`` and ``create_detector``
   (which imports Keras only when it builds).
-* ``SSDLite``, ``RetinaNet`` (``builders``, over ``heads``): detector models on the registry
+* ``SSD``, ``SSDLite``, ``RetinaNet`` (``builders``, over ``heads``): detector models on the registry
   backbones. They need Keras, so they load on first access (a module ``__getattr__``) and stay
   out of ``__all__`` (a star import loads no Keras).
 """
@@ -69,7 +69,8 @@ __all__ = [
     "xyxy_to_cxcywh",
 ]
 
-_LAZY = {"SSDLite": "builders", "RetinaNet": "builders"}  # Keras-backed names, imported on first access
+# Keras-backed names, imported on first access.
+_LAZY = {"SSD": "builders", "SSDLite": "builders", "RetinaNet": "builders"}
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Single-shot detectors on the registry backbones: ``SSDLite`` and ``RetinaNet``.
+"""Single-shot detectors on the registry backbones: ``SSD``, ``SSDLite`` and ``RetinaNet``.
 
 Each builder takes a registered classifier (``keras_lightnets.list_models()``) as a feature
 extractor (``create_model(backbone, features_only=True)``), adds its levels and heads
@@ -7,7 +7,8 @@ extractor (``create_model(backbone, features_only=True)``), adds its levels and 
 takes ``(B, H, W, 3)`` images as the backbone does (raw ``[0, 255]`` pixels where the backbone
 rescales in-model) and has two outputs, in this order:
 
-* ``classes``: ``(B, N, num_classes)`` logits (softmax for SSDLite, sigmoid for RetinaNet);
+* ``classes``: ``(B, N, num_classes)`` logits (softmax for SSD and SSDLite, column 0 the
+  background; sigmoid for RetinaNet);
 * ``boxes``: ``(B, N, 4)`` box deltas against ``model.anchors``, in torchvision's coding
   (``detection.box_coding``, ``SSD_WEIGHTS`` / ``RETINANET_WEIGHTS`` per ``detector_info``).
 
@@ -39,6 +40,7 @@ builders here and the reference twins), read by post-processing and training:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -53,6 +55,7 @@ from keras_lightnets.validation import check_choice, check_positive_int, is_int
 
 MIN_INPUT = 32  # pixels per side: the stride-32 level needs at least one cell
 SSDLITE_EXTRAS = (512, 256, 256, 128)  # torchvision ssdlite320_mobilenet_v3_large's extra levels
+SSD_EXTRAS = (512, 256, 256, 256)  # pytorch-ssd MobileNetV1-SSD's extra levels (classic SSD)
 SSDLITE_RATIOS = {2: (), 4: (2,), 6: (2, 3)}  # anchors per location -> DefaultBoxGenerator's extra ratios
 # torchvision RetinaNet's AnchorGenerator sizes for P3..P7 (32, 64, ... each times 2 ** (0, 1/3, 2/3)).
 RETINANET_SIZES = ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406), (512, 645, 812))
@@ -142,6 +145,57 @@ def _level_info(strides, sizes, levels) -> list[dict[str, Any]]:
     ]
 
 
+def _check_width(width) -> None:
+    if isinstance(width, bool) or not isinstance(width, int | float) or not math.isfinite(width) or width <= 0:
+        raise InputError(
+            f"`width` must be a number > 0 (the extra levels' channel multiplier); received width={width!r}"
+        )
+
+
+def _single_shot(kind: str, backbone, num_classes, input_shape, anchors_per_location, width, name, backbone_weights):
+    """SSD and SSDLite: six levels (stride 16, 32, then four extras) and per-level heads."""
+    height, width_px, _ = (int(d) for d in input_shape)
+    extra, extras, make_heads = (
+        (heads.extra_block, SSDLITE_EXTRAS, heads.ssdlite_heads) if kind == "ssdlite"
+        else (heads.ssd_extra_block, SSD_EXTRAS, heads.ssd_heads)
+    )
+    inputs, maps = _backbone_maps(backbone, input_shape, (16, 32), backbone_weights, kind)
+    levels = [maps[16], maps[32]]
+    for k, base in enumerate(extras):
+        levels.append(extra(levels[-1], make_divisible(base * width, 8, 16), prefix=f"{kind}_extra{k}"))
+    sizes = _check_levels(levels, input_shape, f"{'SSDLite' if kind == 'ssdlite' else 'SSD'}'s six levels")
+    ratios = [list(SSDLITE_RATIOS[anchors_per_location])] * len(levels)
+    anchors = ssd_default_boxes(sizes, (height, width_px), ratios, min_ratio=0.2, max_ratio=0.95)
+    classes, boxes = make_heads(levels, num_classes, anchors_per_location, prefix=kind)
+    info = {
+        "type": kind, "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
+        "anchors_per_location": anchors_per_location, **torchvision_decoding("softmax", SSD_WEIGHTS),
+        "levels": _level_info([16, 32, 64, 128, 256, 512], sizes, levels),
+    }
+    return _finish(inputs, classes, boxes, anchors, name or f"{kind}_{backbone}", info)
+
+
+def SSD(
+    backbone: str, num_classes: int, input_shape=(300, 300, 3), flavour: str | None = None,
+    anchors_per_location: int = 6, width: float = 1.0, name: str | None = None, backbone_weights=None,
+):
+    """Classic SSD (Liu et al.) on a registry backbone, as pytorch-ssd's MobileNetV1-SSD.
+
+    Levels as ``SSDLite``'s (the backbone's stride-16 and stride-32 maps, then four extras), but
+    the extras are ``heads.ssd_extra_block`` (1x1 conv + ReLU, 3x3 stride-2 conv + ReLU, with bias,
+    no BatchNorm) of ``make_divisible(c * width, 8)`` channels for ``c`` in 512, 256, 256, 256, and
+    the heads ``heads.ssd_heads`` (one plain 3x3 conv per level and task). Anchors, box coding and
+    ``num_classes`` (which counts the background column 0) as ``SSDLite``. ``errors.InputError``
+    names a bad argument.
+    """
+    _check_common(backbone, num_classes, input_shape, flavour)
+    check_choice("anchors_per_location", anchors_per_location, tuple(SSDLITE_RATIOS))
+    _check_width(width)
+    with _backend.use_flavour(flavour) if flavour is not None else contextlib.nullcontext():
+        return _single_shot("ssd", backbone, num_classes, input_shape, anchors_per_location, width, name,
+                            backbone_weights)
+
+
 def SSDLite(
     backbone: str, num_classes: int, input_shape=(320, 320, 3), flavour: str | None = None,
     anchors_per_location: int = 6, width: float = 1.0, name: str | None = None, backbone_weights=None,
@@ -158,33 +212,12 @@ def SSDLite(
     (``None`` or ``"imagenet"``). See the module docstring for the outputs and attributes.
     ``errors.InputError`` names a bad argument.
     """
-    height, width_px, _ = _check_common(backbone, num_classes, input_shape, flavour)
+    _check_common(backbone, num_classes, input_shape, flavour)
     check_choice("anchors_per_location", anchors_per_location, tuple(SSDLITE_RATIOS))
-    if isinstance(width, bool) or not isinstance(width, int | float) or not math.isfinite(width) or width <= 0:
-        raise InputError(
-            f"`width` must be a number > 0 (the extra levels' channel multiplier); received width={width!r}"
-        )
-    if flavour is not None:
-        with _backend.use_flavour(flavour):
-            return SSDLite(
-                backbone, num_classes, input_shape, None, anchors_per_location, width, name, backbone_weights
-            )
-    prefix = "ssdlite"
-    inputs, maps = _backbone_maps(backbone, input_shape, (16, 32), backbone_weights, prefix)
-    levels = [maps[16], maps[32]]
-    for k, base in enumerate(SSDLITE_EXTRAS):
-        levels.append(heads.extra_block(levels[-1], make_divisible(base * width, 8, 16), prefix=f"{prefix}_extra{k}"))
-    sizes = _check_levels(levels, input_shape, "SSDLite's six levels")
-    ratios = [list(SSDLITE_RATIOS[anchors_per_location])] * len(levels)
-    anchors = ssd_default_boxes(sizes, (height, width_px), ratios, min_ratio=0.2, max_ratio=0.95)
-    classes, boxes = heads.ssdlite_heads(levels, num_classes, anchors_per_location, prefix=prefix)
-    strides = [16, 32, 64, 128, 256, 512]
-    info = {
-        "type": "ssdlite", "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
-        "anchors_per_location": anchors_per_location, **torchvision_decoding("softmax", SSD_WEIGHTS),
-        "levels": _level_info(strides, sizes, levels),
-    }
-    return _finish(inputs, classes, boxes, anchors, name or f"ssdlite_{backbone}", info)
+    _check_width(width)
+    with _backend.use_flavour(flavour) if flavour is not None else contextlib.nullcontext():
+        return _single_shot("ssdlite", backbone, num_classes, input_shape, anchors_per_location, width, name,
+                            backbone_weights)
 
 
 def RetinaNet(

@@ -12,6 +12,9 @@ quantize each op. Images are channels-last (the builders refuse channels-first).
 * ``fpn``: torchvision's ``FeaturePyramidNetwork`` + ``LastLevelP6P7`` (P3..P7).
 * ``retinanet_heads``: the classification and regression subnets, one set of layers called on
   every level (shared weights).
+* ``ssd_extra_block``: the classic SSD extra level (1x1 conv -> ReLU -> 3x3 stride-2 conv -> ReLU,
+  convolutions with bias and no BatchNorm, as in Liu et al. and pytorch-ssd's MobileNetV1-SSD).
+* ``ssd_heads``: per level a plain 3x3 conv with bias, for class logits and for box deltas.
 * ``flatten_levels``: per level ``Reshape((-1, k))``, then ``Concatenate(axis=1)``: the rows are in
   anchor order (level, y, x, anchor), the NHWC order of the conv outputs.
 """
@@ -62,6 +65,30 @@ def ssdlite_heads(levels: Sequence, num_classes: int, anchors: int, *, prefix: s
     ``"classes"`` and ``"boxes"``; one unshared prediction block per level and task."""
     classes = [_prediction_block(x, anchors * num_classes, prefix=f"{prefix}_cls{k}") for k, x in enumerate(levels)]
     boxes = [_prediction_block(x, anchors * 4, prefix=f"{prefix}_box{k}") for k, x in enumerate(levels)]
+    return (
+        flatten_levels(classes, num_classes, prefix=f"{prefix}_cls", name="classes"),
+        flatten_levels(boxes, 4, prefix=f"{prefix}_box", name="boxes"),
+    )
+
+
+def ssd_extra_block(x, filters: int, *, prefix: str):
+    """Classic SSD extra level: 1x1 conv to ``filters // 2`` -> ReLU -> 3x3 stride-2 conv to ``filters``
+    (PyTorch's symmetric padding 1: ``ceil(size / 2)``) -> ReLU; both convs with bias, no BatchNorm."""
+    layers = _backend.keras_module().layers
+    x = layers.Conv2D(filters // 2, 1, name=f"{prefix}_reduce")(x)
+    x = layers.ReLU(name=f"{prefix}_reduce_relu")(x)
+    x, padding = pad_for_stride(x, 3, 2, "symmetric", f"{prefix}_pad")
+    x = layers.Conv2D(filters, 3, strides=2, padding=padding, name=f"{prefix}_conv")(x)
+    return layers.ReLU(name=f"{prefix}_relu")(x)
+
+
+def ssd_heads(levels: Sequence, num_classes: int, anchors: int, *, prefix: str):
+    """``(classes, boxes)`` named ``"classes"`` and ``"boxes"``: per level one 3x3 conv with bias for
+    the ``anchors * num_classes`` logits and one for the ``anchors * 4`` deltas (classic SSD)."""
+    layers = _backend.keras_module().layers
+    classes = [layers.Conv2D(anchors * num_classes, 3, padding="same", name=f"{prefix}_cls{k}")(x)
+               for k, x in enumerate(levels)]
+    boxes = [layers.Conv2D(anchors * 4, 3, padding="same", name=f"{prefix}_box{k}")(x) for k, x in enumerate(levels)]
     return (
         flatten_levels(classes, num_classes, prefix=f"{prefix}_cls", name="classes"),
         flatten_levels(boxes, 4, prefix=f"{prefix}_box", name="boxes"),
