@@ -15,7 +15,16 @@ from typing import Any
 import keras_lightnets as _public
 from keras_lightnets import _backend
 from keras_lightnets.layers import custom_objects
-from keras_lightnets.layers.tfkeras import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish, Rescale
+from keras_lightnets.layers.tfkeras import (
+    ChannelShuffle,
+    ChannelSplit,
+    ClassScores,
+    DecodeBoxes,
+    HardSigmoid,
+    HardSwish,
+    NonMaxSuppression,
+    Rescale,
+)
 from keras_lightnets.models import registry
 
 FLAVOUR = "tf_keras"
@@ -55,7 +64,8 @@ ShuffleNetV2 = _with_tf_keras(_public.ShuffleNetV2)
 SqueezeNet = _with_tf_keras(_public.SqueezeNet)
 
 __all__ = [
-    "ChannelShuffle", "ChannelSplit", "HardSigmoid", "HardSwish", "MnasNetA1", "MnasNetB1", "MobileNet",
-    "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile", "Rescale", "ShuffleNetV2",
-    "SqueezeNet", "count_macs", "create_model", "legacy_custom_objects", "list_models", "model_config",
+    "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "HardSigmoid", "HardSwish", "MnasNetA1",
+    "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
+    "NonMaxSuppression", "Rescale", "ShuffleNetV2", "SqueezeNet", "count_macs", "create_model",
+    "legacy_custom_objects", "list_models", "model_config",
 ]

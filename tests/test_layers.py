@@ -2,7 +2,9 @@
 
 Values against numpy formulas, shapes, configs and serialization names, argument errors,
 the quantization policy table and the layer-tree helpers. The Keras 3 tests (ids with
-``keras3``) also run under the JAX backend, in a child process.
+``keras3``) also run under the JAX backend, in a child process (the detection layers'
+NonMaxSuppression included: it is written in keras.ops). The detection layers' own rules are
+tested in ``test_detection_inference.py``.
 """
 
 from __future__ import annotations
@@ -32,11 +34,26 @@ from keras_lightnets.layers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAVOURS = [pytest.param("keras", id="keras3"), pytest.param("tf_keras", id="tf_keras")]
-# Arguments building each layer for a 4-channel input.
+DETECTION_LAYERS = ("DecodeBoxes", "ClassScores", "NonMaxSuppression")
+ANCHORS = np.float32([[0, 0, 2, 2], [1, 1, 3, 4], [2, 0, 5, 3]])  # 3 anchors, x1 y1 x2 y2 pixels
+# Arguments building each layer for a 4-channel input (the detection layers: for 3 rows, see SAMPLES).
 ARGUMENTS = {
     "HardSigmoid": {}, "HardSwish": {},
     "Rescale": {"scale": [0.5, 1.0, 2.0, 0.25], "offset": [0.0, -1.0, 1.0, 0.5]},
     "ChannelShuffle": {"groups": 2}, "ChannelSplit": {"groups": 2},
+    "DecodeBoxes": {"box_coding": "torchvision", "box_weights": [10.0, 10.0, 5.0, 5.0], "image_size": [4, 6],
+                    "anchors": ANCHORS},
+    "ClassScores": {"score": "softmax", "background_class": 0},
+    "NonMaxSuppression": {"score_threshold": 0.1, "iou_threshold": 0.5, "max_detections": 5,
+                          "candidates_per_class": 2},
+}
+# Per layer: symbolic input shapes (batch left out) and the output shapes (batch None).
+SYMBOLIC = {
+    **{name: ([(5, 3, 4)], [(None, 5, 3, 4)]) for name in ("HardSigmoid", "HardSwish", "Rescale", "ChannelShuffle")},
+    "ChannelSplit": ([(5, 3, 4)], [(None, 5, 3, 2)] * 2),
+    "DecodeBoxes": ([(3, 4)], [(None, 3, 4)]),
+    "ClassScores": ([(3, 4)], [(None, 3, 3)]),
+    "NonMaxSuppression": ([(3, 4), (3, 2)], [(None, 5, 4), (None, 5), (None, 5), (None,)]),
 }
 GROUPED = ("ChannelShuffle", "ChannelSplit")
 LAYOUT_AWARE = ("Rescale", *GROUPED)
@@ -62,6 +79,16 @@ def _as_list(outputs) -> list:
 
 def _values(low: float = -5.0, high: float = 5.0, shape=(2, 3, 5, 4), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype("float32")
+
+
+def _sample(name: str):
+    """A small input for layer ``name`` built with ``ARGUMENTS[name]``."""
+    if name == "NonMaxSuppression":
+        boxes = np.float32([[[0, 0, 4, 4], [1, 1, 4, 4], [3, 3, 6, 6]]])
+        return [boxes, _values(0, 1, shape=(1, 3, 2))]
+    if name in DETECTION_LAYERS:
+        return _values(-2, 2, shape=(1, 3, 4))
+    return _values(shape=(1, 2, 2, 4))
 
 
 def _torchvision_channel_shuffle(x: np.ndarray, groups: int) -> np.ndarray:
@@ -155,6 +182,35 @@ def test_channel_split_cuts_the_channel_axis_in_equal_parts(flavour, data_format
         np.testing.assert_array_equal(_numpy(flavour, got), expected)
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_detection_layers_against_their_numpy_references(flavour):
+    from keras_lightnets.detection.inference import (
+        class_scores_numpy,
+        decode_boxes_numpy,
+        non_max_suppression_numpy,
+    )
+
+    rng = np.random.default_rng(4)
+    deltas = _values(-1, 1, shape=(2, 3, 4))
+    decode = _layer(flavour, "DecodeBoxes", **ARGUMENTS["DecodeBoxes"], clip=False)
+    np.testing.assert_allclose(
+        _numpy(flavour, decode(deltas)),
+        decode_boxes_numpy(deltas, ANCHORS, box_coding="torchvision", box_weights=(10, 10, 5, 5),
+                           anchor_format="xyxy_pixels", image_size=(4, 6), clip=False), rtol=2e-6, atol=1e-6)
+    logits = _values(shape=(2, 3, 4))
+    np.testing.assert_allclose(_numpy(flavour, _layer(flavour, "ClassScores", score="sigmoid", background_class=None)(
+        logits)), class_scores_numpy(logits, "sigmoid", None), rtol=1e-6)
+    xy = rng.integers(0, 30, (2, 40, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(2, 12, (2, 40, 2))], -1).astype("float32")
+    scores = np.round(rng.uniform(0, 1, (2, 40, 3)), 1).astype("float32")
+    settings = {"score_threshold": 0.2, "iou_threshold": 0.4, "max_detections": 48, "candidates_per_class": 16}
+    got = _layer(flavour, "NonMaxSuppression", **settings)([boxes, scores])
+    expected = non_max_suppression_numpy(boxes, scores, **settings)
+    assert expected[3].min() > 0 and expected[3].max() < 48  # some suppressed: padded rows too
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(_numpy(flavour, a), b)
+
+
 # --------------------------------------------------------------------------- shapes
 
 
@@ -162,11 +218,10 @@ def test_channel_split_cuts_the_channel_axis_in_equal_parts(flavour, data_format
 @pytest.mark.parametrize("name", LAYER_NAMES)
 def test_symbolic_output_shapes(flavour, name):
     keras = _keras(flavour)
-    outputs = _layer(flavour, name, **ARGUMENTS[name])(keras.Input((5, 3, 4)))
-    if name == "ChannelSplit":
-        assert [tuple(part.shape) for part in outputs] == [(None, 5, 3, 2)] * 2
-    else:
-        assert tuple(outputs.shape) == (None, 5, 3, 4)
+    shapes, expected = SYMBOLIC[name]
+    inputs = [keras.Input(shape) for shape in shapes]
+    outputs = _layer(flavour, name, **ARGUMENTS[name])(inputs if len(inputs) > 1 else inputs[0])
+    assert [tuple(part.shape) for part in _as_list(outputs)] == expected
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -199,8 +254,11 @@ def test_config_round_trip_and_registered_name(flavour, name):
     serialized = keras.saving.serialize_keras_object(layer)
     restored = keras.saving.deserialize_keras_object(serialized)
     assert type(restored) is cls and restored.get_config() == config
-    x = _values(shape=(1, 2, 2, 4))
-    for a, b in zip(_as_list(layer(x)), _as_list(restored(x)), strict=True):
+    x = _sample(name)
+    expected = layer(x)
+    restored(x)
+    restored.set_weights(layer.get_weights())  # DecodeBoxes' anchors: a weight, not in the config
+    for a, b in zip(_as_list(expected), _as_list(restored(x)), strict=True):
         np.testing.assert_array_equal(_numpy(flavour, a), _numpy(flavour, b))
 
 
@@ -236,6 +294,7 @@ def test_public_names_of_the_classes():
 
     for name in LAYER_NAMES:
         assert getattr(layers, name) is get_layer_class(name, "keras")
+    for name in LAYER_NAMES:
         assert getattr(legacy, name) is get_layer_class(name, "tf_keras")
     assert legacy.legacy_custom_objects() == custom_objects("tf_keras")
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
@@ -244,7 +303,8 @@ def test_public_names_of_the_classes():
 
 def test_unknown_layer_or_flavour():
     with pytest.raises(ValueError, match=re.escape("unknown layer 'Swish'; allowed values: HardSigmoid, HardSwish, "
-                                                   "Rescale, ChannelShuffle, ChannelSplit")):
+                                                   "Rescale, ChannelShuffle, ChannelSplit, DecodeBoxes, "
+                                                   "ClassScores, NonMaxSuppression")):
         get_layer_class("Swish", "keras")
     with pytest.raises(ValueError, match="`flavour` must be one of"):
         custom_objects("keras2")

@@ -14,7 +14,10 @@ Two configs do all the work, because every layer involved is weightless:
   QAT: see ``compression.qat``.)
 * ``PassThroughQuantizeConfig``: quantize nothing. For layers that only move
   values (``ChannelSplit``, ``ChannelShuffle``, Keras' ``CenterCrop``) or resample
-  them (Keras' ``Resizing``): int8 in, int8 out at the same scale.
+  them (Keras' ``Resizing``): int8 in, int8 out at the same scale. Also for a
+  detector's post-processing (``DecodeBoxes``, ``ClassScores``, ``NonMaxSuppression``):
+  float maths on the network's outputs (pixels, probabilities, indices) that stays
+  float, so nothing in it is fake-quantized (``DecodeBoxes``' anchors included).
 
 ``config_for`` answers for any layer. This module imports TFMOT, so it is only
 imported by the compression functions.
@@ -59,6 +62,9 @@ QUANTIZE_POLICY: dict[str, Policy] = {
     "Rescale": Policy(output=True, points=("intermediate",)),
     "ChannelShuffle": _PASS_THROUGH,
     "ChannelSplit": _PASS_THROUGH,
+    "DecodeBoxes": _PASS_THROUGH,  # float post-processing: quantize nothing
+    "ClassScores": _PASS_THROUGH,
+    "NonMaxSuppression": _PASS_THROUGH,
     "Multiply": _OUTPUT,  # squeeze-and-excite
     "Rescaling": _OUTPUT,
     "Resizing": _PASS_THROUGH,  # an int8 resize keeps its input's scale

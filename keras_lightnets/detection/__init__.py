@@ -13,8 +13,9 @@ NumPy only: importing this package imports neither TensorFlow nor Keras.
   accuracy, checkpoint URL), ``list_detectors``, ``detector_config`` and ``create_detector``
   (which imports Keras only when it builds).
 * ``SSD``, ``SSDLite``, ``RetinaNet`` (``builders``, over ``heads``): detector models on the registry
-  backbones. They need Keras, so they load on first access (a module ``__getattr__``) and stay
-  out of ``__all__`` (a star import loads no Keras).
+  backbones, and ``inference_model`` (``inference``: box decoding and per-class NMS as layers,
+  the TF Object Detection API's outputs). They need Keras, so they load on first access (a
+  module ``__getattr__``) and stay out of ``__all__`` (a star import loads no Keras).
 """
 
 from __future__ import annotations
@@ -70,12 +71,12 @@ __all__ = [
 ]
 
 # Keras-backed names, imported on first access.
-_LAZY = {"SSD": "builders", "SSDLite": "builders", "RetinaNet": "builders"}
+_LAZY = {"SSD": "builders", "SSDLite": "builders", "RetinaNet": "builders", "inference_model": "inference"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from keras_lightnets.detection import builders
+        import importlib
 
-        return getattr(builders, name)
+        return getattr(importlib.import_module(f"keras_lightnets.detection.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

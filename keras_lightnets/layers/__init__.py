@@ -1,23 +1,32 @@
 """The package's custom layers: the only place where custom ops live.
 
-Every operation a model needs that Keras has no layer for is a small, weightless,
-serializable layer here, so that a graph never holds raw tensor arithmetic or a
-``Lambda`` (models load under ``safe_mode=True``, and TFMOT sees every op):
+Every operation a model needs that Keras has no layer for is a small, serializable
+layer here, so that a graph never holds raw tensor arithmetic or a ``Lambda`` (models
+load under ``safe_mode=True``, and TFMOT sees every op):
 
-=================  ===========================================================
-``HardSigmoid``    ``relu6(x + 3) / 6`` (the Keras 3 definition)
-``HardSwish``      ``x * relu6(x + 3) / 6``
-``Rescale``        ``x * scale + offset``, per tensor or per channel (in-model preprocessing)
-``ChannelShuffle`` channels ``(g, c/g)`` -> ``(c/g, g)`` (ShuffleNet)
-``ChannelSplit``   equal split of the channel axis into ``groups`` tensors
-=================  ===========================================================
+=====================  =======================================================
+``HardSigmoid``        ``relu6(x + 3) / 6`` (the Keras 3 definition)
+``HardSwish``          ``x * relu6(x + 3) / 6``
+``Rescale``            ``x * scale + offset``, per tensor or per channel (in-model preprocessing)
+``ChannelShuffle``     channels ``(g, c/g)`` -> ``(c/g, g)`` (ShuffleNet)
+``ChannelSplit``       equal split of the channel axis into ``groups`` tensors
+``DecodeBoxes``        box deltas ``(B, N, 4)`` + anchors (its one, non-trainable weight) ->
+                       boxes x1 y1 x2 y2 in pixels (torchvision's or pytorch-ssd's coding)
+``ClassScores``        class logits ``(B, N, C)`` -> foreground scores ``(B, N, K)``
+                       (softmax less the background column, or sigmoid)
+``NonMaxSuppression``  per-class greedy NMS: ``[boxes, scores]`` -> ``[boxes (B, D, 4),
+                       scores (B, D), classes (B, D) int32, count (B,) int32]``
+=====================  =======================================================
+
+The last three are a detector's float post-processing (``detection.inference``); the
+others are weightless.
 
 The layers that know about channels (``Rescale`` per channel, ``ChannelShuffle``,
 ``ChannelSplit``) take a ``data_format`` like Keras' own image layers:
 ``"channels_last"`` ``(batch, height, width, channels)`` or ``"channels_first"``
 ``(batch, channels, height, width)``; ``None`` (the default) means the flavour's
 ``image_data_format()`` when the layer is created, and the resolved value is saved in
-the layer's config. All layers keep the shape (``ChannelSplit`` returns ``groups``
+the layer's config. All image layers keep the shape (``ChannelSplit`` returns ``groups``
 tensors of ``channels / groups`` channels each).
 
 Layout of this package:
@@ -48,7 +57,16 @@ from keras_lightnets.layers.mixins import DATA_FORMATS, LAYER_NAMES, PACKAGE
 from keras_lightnets.layers.tree import QAT_LAYER_CLASSES, WRAPPER_CLASSES, int8_graph, nested_layers, unwrap
 
 if TYPE_CHECKING:
-    from keras_lightnets.layers.keras3 import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish, Rescale
+    from keras_lightnets.layers.keras3 import (
+        ChannelShuffle,
+        ChannelSplit,
+        ClassScores,
+        DecodeBoxes,
+        HardSigmoid,
+        HardSwish,
+        NonMaxSuppression,
+        Rescale,
+    )
 
 
 def __getattr__(name: str) -> type:
@@ -61,6 +79,6 @@ hook.register_keras_layers()
 
 __all__ = [
     "DATA_FORMATS", "LAYER_NAMES", "PACKAGE", "QAT_LAYER_CLASSES", "WRAPPER_CLASSES",
-    "ChannelShuffle", "ChannelSplit", "HardSigmoid", "HardSwish", "Rescale",
-    "custom_objects", "get_layer_class", "int8_graph", "nested_layers", "register", "unwrap",
+    "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "HardSigmoid", "HardSwish", "NonMaxSuppression",
+    "Rescale", "custom_objects", "get_layer_class", "int8_graph", "nested_layers", "register", "unwrap",
 ]
