@@ -18,7 +18,7 @@ import pytest
 from helpers import image_batch, randomize_weights, smallest_per_architecture
 
 from keras_lightnets.detection import SSD, RetinaNet, SSDLite, heads
-from keras_lightnets.detection.anchors import ssd_default_boxes
+from keras_lightnets.detection.anchor_boxes import ssd_default_boxes
 from keras_lightnets.errors import InputError
 from keras_lightnets.models.registry import create_model
 

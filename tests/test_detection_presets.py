@@ -42,6 +42,7 @@ def test_record(name):
     assert isinstance(config, presets.DetectorConfig) and config is presets.detector_config(name)
     facts = config.as_dict()
     assert facts["task"] == "detection" and facts["name"] == name
+    assert keras_lightnets.detection.anchors is presets.anchors
     assert len(presets.anchors(name)) == config.anchors
     assert presets.anchors(name).dtype == np.float32
     if config.published is not None:

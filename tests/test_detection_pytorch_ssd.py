@@ -38,7 +38,7 @@ from safetensors.numpy import load_file, save_file
 from test_torchvision_port import write_torch_zip
 
 from keras_lightnets.detection import pytorch_ssd
-from keras_lightnets.detection.anchors import preset_anchors
+from keras_lightnets.detection.anchor_boxes import preset_anchors
 from keras_lightnets.errors import InputError
 from keras_lightnets.weights import torchvision as tv
 

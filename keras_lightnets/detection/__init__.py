@@ -1,10 +1,12 @@
-"""Object detection on the registry backbones; today: anchors/priors and box coding.
+"""Object detection on the registry backbones: SSD, SSDLite and RetinaNet, and exact twins of
+torchvision's and pytorch-ssd's detectors.
 
 NumPy only: importing this package imports neither TensorFlow nor Keras.
 
-* ``anchors``: the anchor boxes of torchvision's SSD/SSDLite (``ssd_default_boxes``) and
+* ``anchors(name)``: a preset's anchors or priors in its reference's convention.
+* ``anchor_boxes``: the anchor boxes of torchvision's SSD/SSDLite (``ssd_default_boxes``) and
   RetinaNet (``retinanet_anchors``), the priors of qfgaohao/pytorch-ssd (``ssd_priors``), and
-  the settings of three reference models (``PRESET_ANCHORS``, ``preset_anchors``).
+  the settings of the reference models (``PRESET_ANCHORS``, ``preset_anchors``).
 * ``box_coding``: regression deltas to boxes and back, torchvision's ``BoxCoder``
   (``encode_torchvision``, ``decode_torchvision``) and pytorch-ssd's variances
   (``encode_ssd``, ``decode_ssd``), plus ``xyxy_to_cxcywh`` / ``cxcywh_to_xyxy``.
@@ -16,11 +18,14 @@ NumPy only: importing this package imports neither TensorFlow nor Keras.
   backbones, and ``inference_model`` (``inference``: box decoding and per-class NMS as layers,
   the TF Object Detection API's outputs). They need Keras, so they load on first access (a
   module ``__getattr__``) and stay out of ``__all__`` (a star import loads no Keras).
+* Imported by name: ``matching`` (IoU matching, target encoding for ``tf.data``) and ``losses``
+  (MultiBox, focal), which import TensorFlow; ``metrics`` (COCO mAP through pycocotools, VOC07
+  11-point mAP; NumPy).
 """
 
 from __future__ import annotations
 
-from keras_lightnets.detection.anchors import (
+from keras_lightnets.detection.anchor_boxes import (
     PRESET_ANCHORS,
     AnchorPreset,
     preset_anchors,
@@ -42,6 +47,7 @@ from keras_lightnets.detection.box_coding import (
 from keras_lightnets.detection.presets import (
     DetectorConfig,
     Published,
+    anchors,
     create_detector,
     detector_config,
     list_detectors,
@@ -55,6 +61,7 @@ __all__ = [
     "AnchorPreset",
     "DetectorConfig",
     "Published",
+    "anchors",
     "create_detector",
     "cxcywh_to_xyxy",
     "decode_ssd",

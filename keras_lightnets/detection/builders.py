@@ -19,7 +19,7 @@ grid (y outer, x inner), then anchor.
 
 The returned model carries two plain attributes (not saved in ``.keras`` files; rebuild them
 with the same arguments): ``anchors``, float32 ``(N, 4)`` x1 y1 x2 y2 in input pixels computed
-by ``detection.anchors`` from the real feature-map sizes, and ``detector_info`` (type,
+by ``detection.anchor_boxes`` from the real feature-map sizes, and ``detector_info`` (type,
 backbone, classes, input shape, anchors per location, per level its stride, size and
 channels, and how to read the outputs: the ``DECODING_KEYS``). Channels-last only.
 
@@ -46,7 +46,7 @@ from typing import Any
 
 from keras_lightnets import _backend
 from keras_lightnets.detection import heads
-from keras_lightnets.detection.anchors import retinanet_anchors, ssd_default_boxes
+from keras_lightnets.detection.anchor_boxes import retinanet_anchors, ssd_default_boxes
 from keras_lightnets.detection.box_coding import RETINANET_WEIGHTS, SSD_WEIGHTS
 from keras_lightnets.errors import InputError
 from keras_lightnets.layout import image_data_format, spatial_size

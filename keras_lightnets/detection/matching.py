@@ -54,7 +54,7 @@ from types import MappingProxyType
 import numpy as np
 import tensorflow as tf
 
-from keras_lightnets.detection.anchors import PRESET_ANCHORS
+from keras_lightnets.detection.anchor_boxes import PRESET_ANCHORS
 from keras_lightnets.detection.box_coding import RETINANET_WEIGHTS, SSD_WEIGHTS, _weights
 from keras_lightnets.errors import InputError
 from keras_lightnets.validation import check_choice, check_positive_number

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_lightnets.detection.anchors import PRESET_ANCHORS
+from keras_lightnets.detection.anchor_boxes import PRESET_ANCHORS
 from keras_lightnets.errors import InputError
 from keras_lightnets.validation import check_bool, check_choice
 

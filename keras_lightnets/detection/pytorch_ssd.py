@@ -48,7 +48,7 @@ from typing import Any
 
 from keras_lightnets import _backend
 from keras_lightnets.detection import heads
-from keras_lightnets.detection.anchors import preset_anchors
+from keras_lightnets.detection.anchor_boxes import preset_anchors
 from keras_lightnets.detection.builders import _finish, _level_info
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import get_layer_class

@@ -32,7 +32,7 @@ from typing import Any
 
 from keras_lightnets import _backend
 from keras_lightnets.detection import heads
-from keras_lightnets.detection.anchors import PRESET_ANCHORS, preset_anchors
+from keras_lightnets.detection.anchor_boxes import PRESET_ANCHORS, preset_anchors
 from keras_lightnets.detection.box_coding import RETINANET_WEIGHTS, SSD_WEIGHTS
 from keras_lightnets.detection.builders import (
     RETINANET_RATIOS,
