@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Any
 
 from keras_lightnets import _backend
@@ -51,7 +52,7 @@ from keras_lightnets.detection.box_coding import RETINANET_WEIGHTS, SSD_WEIGHTS
 from keras_lightnets.errors import InputError
 from keras_lightnets.layout import image_data_format, spatial_size
 from keras_lightnets.models.builder import make_divisible
-from keras_lightnets.validation import check_choice, check_positive_int, is_int
+from keras_lightnets.validation import check_bool, check_choice, check_positive_int, is_int
 
 MIN_INPUT = 32  # pixels per side: the stride-32 level needs at least one cell
 SSDLITE_EXTRAS = (512, 256, 256, 128)  # torchvision ssdlite320_mobilenet_v3_large's extra levels
@@ -143,6 +144,27 @@ def _level_info(strides, sizes, levels) -> list[dict[str, Any]]:
         {"stride": s, "size": size, "channels": int(x.shape[-1])}
         for s, size, x in zip(strides, sizes, levels, strict=True)
     ]
+
+
+def check_twin_arguments(num_classes, weights, include_preprocessing, flavour, name, *, source: str) -> None:
+    """The common arguments of the reference twins (``torchvision_twins``, ``pytorch_ssd``):
+    ``weights`` is None or an existing checkpoint file of ``source`` (e.g. ``"torchvision"``)."""
+    from keras_lightnets.weights.torchvision import TORCH_SUFFIXES
+
+    check_positive_int("num_classes", num_classes)
+    check_bool("include_preprocessing", include_preprocessing)
+    if flavour is not None:
+        check_choice("flavour", flavour, _backend.FLAVOURS)
+    if not isinstance(name, str) or not name:
+        raise InputError(f"`name` must be a non-empty string; received name={name!r}")
+    if weights is None:
+        return
+    allowed = f"None or the path of a {source} checkpoint ({', '.join(TORCH_SUFFIXES)})"
+    path = os.fspath(weights) if isinstance(weights, str | os.PathLike) else None
+    if not isinstance(path, str) or not path.lower().endswith(TORCH_SUFFIXES):
+        raise InputError(f"`weights` must be {allowed}; received weights={weights!r}")
+    if not os.path.isfile(path):
+        raise InputError(f"`weights` file not found: {path!r} (allowed: {allowed})")
 
 
 def _check_width(width) -> None:

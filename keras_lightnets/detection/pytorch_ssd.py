@@ -49,14 +49,13 @@ from typing import Any
 from keras_lightnets import _backend
 from keras_lightnets.detection import heads
 from keras_lightnets.detection.anchor_boxes import preset_anchors
-from keras_lightnets.detection.builders import _finish, _level_info
+from keras_lightnets.detection.builders import _finish, _level_info, check_twin_arguments
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import get_layer_class
 from keras_lightnets.layout import image_data_format
 from keras_lightnets.models.blocks import BatchNorm, activation, pad_for_stride
 from keras_lightnets.models.builder import PREPROCESSING_LAYER
-from keras_lightnets.validation import check_bool, check_choice, check_positive_int
-from keras_lightnets.weights.torchvision import TORCH_SUFFIXES, port_checkpoint
+from keras_lightnets.weights.torchvision import port_checkpoint
 
 IMAGE_SIZE = 300  # pixels per side; the priors are fixed to it
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -97,22 +96,6 @@ _NAME = re.compile(rf"^({'|'.join(_GROUPS)})_(\d+)(?:_([a-z0-9_]+))?$")
 
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _check_arguments(num_classes, weights, include_preprocessing, flavour, name) -> None:
-    check_positive_int("num_classes", num_classes)
-    check_bool("include_preprocessing", include_preprocessing)
-    if flavour is not None:
-        check_choice("flavour", flavour, _backend.FLAVOURS)
-    if not isinstance(name, str) or not name:
-        raise InputError(f"`name` must be a non-empty string; received name={name!r}")
-    if weights is None:
-        return
-    allowed = f"None or the path of a pytorch-ssd checkpoint ({', '.join(TORCH_SUFFIXES)})"
-    if not isinstance(weights, str | os.PathLike) or not os.fspath(weights).lower().endswith(TORCH_SUFFIXES):
-        raise InputError(f"`weights` must be {allowed}; received weights={weights!r}")
-    if not os.path.isfile(weights):
-        raise InputError(f"`weights` file not found: {os.fspath(weights)!r} (allowed: {allowed})")
 
 
 def _mb2_channels(width_mult) -> dict[str, Any]:
@@ -236,7 +219,7 @@ def mb2_ssd_lite(
         A Functional model ``(B, 300, 300, 3) -> [classes (B, 3000, num_classes), boxes (B, 3000, 4)]``
         with ``anchors`` and ``detector_info``. ``InputError`` names a bad argument.
     """
-    _check_arguments(num_classes, weights, include_preprocessing, flavour, name)
+    check_twin_arguments(num_classes, weights, include_preprocessing, flavour, name, source="pytorch-ssd")
     spec = _mb2_channels(width_mult)
     if flavour is not None:
         with _backend.use_flavour(flavour):
@@ -284,7 +267,7 @@ def mb1_ssd(
     [classes (B, 3000, num_classes), boxes (B, 3000, 4)]`` with ``anchors`` and ``detector_info``.
     ``InputError`` names a bad argument.
     """
-    _check_arguments(num_classes, weights, include_preprocessing, flavour, name)
+    check_twin_arguments(num_classes, weights, include_preprocessing, flavour, name, source="pytorch-ssd")
     if flavour is not None:
         with _backend.use_flavour(flavour):
             return mb1_ssd(num_classes, weights=weights, include_preprocessing=include_preprocessing, name=name)

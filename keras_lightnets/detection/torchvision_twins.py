@@ -41,6 +41,7 @@ from keras_lightnets.detection.builders import (
     _check_levels,
     _finish,
     _level_info,
+    check_twin_arguments,
     torchvision_decoding,
 )
 from keras_lightnets.errors import InputError
@@ -48,8 +49,7 @@ from keras_lightnets.layout import image_data_format
 from keras_lightnets.models.blocks import BatchNorm, conv_bn, inverted_residual
 from keras_lightnets.models.builder import in_model_preprocessing, make_divisible
 from keras_lightnets.models.mobilenet_v3 import LARGE
-from keras_lightnets.validation import check_choice, check_positive_int
-from keras_lightnets.weights.torchvision import TORCH_SUFFIXES, TorchMapping, port_checkpoint
+from keras_lightnets.weights.torchvision import TorchMapping, port_checkpoint
 
 IMAGE_SIZE = 320  # pixels per side: the anchors (and torchvision's min_size/max_size) are for 320x320
 SSDLITE = "ssdlite320_mobilenet_v3_large"
@@ -167,28 +167,6 @@ def _backbone_pairs(reduced_tail: bool, where) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- shared plumbing
 
 
-def _check_arguments(num_classes, weights, include_preprocessing, flavour, name) -> None:
-    check_positive_int("num_classes", num_classes)
-    if not isinstance(include_preprocessing, bool):
-        raise InputError(
-            f"`include_preprocessing` must be True or False; received include_preprocessing={include_preprocessing!r}"
-        )
-    if flavour is not None:
-        check_choice("flavour", flavour, _backend.FLAVOURS)
-    if not isinstance(name, str) or not name:
-        raise InputError(f"`name` must be a non-empty string; received name={name!r}")
-    if weights is None:
-        return
-    allowed = f"None or the path of a torchvision checkpoint ({', '.join(TORCH_SUFFIXES)})"
-    if not isinstance(weights, str | os.PathLike):
-        raise InputError(f"`weights` must be {allowed}; received weights={weights!r}")
-    path = os.fspath(weights)
-    if not isinstance(path, str) or not path.lower().endswith(TORCH_SUFFIXES):
-        raise InputError(f"`weights` must be {allowed}; received weights={weights!r}")
-    if not os.path.isfile(path):
-        raise InputError(f"`weights` file not found: {path!r} (allowed: {allowed})")
-
-
 def _input(include_preprocessing: bool, mode: str):
     """``(model input, normalised image)``: ``(B, 320, 320, 3)``, channels-last only."""
     if image_data_format() != "channels_last":
@@ -254,7 +232,7 @@ def ssdlite320_mobilenet_v3_large(
         boxes (B, 3234, 4) deltas]`` (torchvision's box coding, weights (10, 10, 5, 5)), and the
         attributes ``anchors`` and ``detector_info`` (see ``detection.builders``).
     """
-    _check_arguments(num_classes, weights, include_preprocessing, flavour, name)
+    check_twin_arguments(num_classes, weights, include_preprocessing, flavour, name, source="torchvision")
     if flavour is not None:
         with _backend.use_flavour(flavour):
             return ssdlite320_mobilenet_v3_large(
@@ -337,7 +315,7 @@ def retinanet_mobilenet_v3_large_fpn(
         deltas]`` (torchvision's box coding, weights (1, 1, 1, 1)), and the attributes ``anchors``
         and ``detector_info`` (see ``detection.builders``).
     """
-    _check_arguments(num_classes, weights, include_preprocessing, flavour, name)
+    check_twin_arguments(num_classes, weights, include_preprocessing, flavour, name, source="torchvision")
     if flavour is not None:
         with _backend.use_flavour(flavour):
             return retinanet_mobilenet_v3_large_fpn(
