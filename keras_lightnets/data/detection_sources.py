@@ -63,11 +63,11 @@ from keras_lightnets.data.sources import (
     MAX_IMAGE_BYTES,
     MAX_IMAGE_PIXELS,
     DataNotPreparedError,
-    _convert_channels,
-    _positive_limit,
-    _resize,
     check_image_header,
+    convert_channels,
+    positive_limit,
     read_image_file,
+    resize_image,
 )
 from keras_lightnets.errors import InputError, one_line
 from keras_lightnets.validation import check_bool, check_choice, check_positive_int
@@ -769,12 +769,12 @@ def _pixels(example: DetectionExample, image_size: int, index: int, max_bytes: i
                              f"{example.size[0]}x{example.size[1]}; its boxes would not match it")
         try:
             pixels = tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
-            pixels = _convert_channels(pixels, 3)
+            pixels = convert_channels(pixels, 3)
         except (tf.errors.OpError, ValueError) as err:
             reason = (getattr(err, "message", None) or str(err)).strip()
             raise InputError(f"cannot decode image {name}: {reason.splitlines()[0] if reason else 'damaged'}") \
                 from None
-    resized = _resize(pixels, (image_size, image_size), antialias=True).numpy()
+    resized = resize_image(pixels, (image_size, image_size), antialias=True).numpy()
     return np.rint(resized).astype(np.uint8)
 
 
@@ -812,8 +812,8 @@ def to_arrays(
     largest = max(len(example.classes) for example in data.examples)
     limit = check_positive_int("max_objects", max_objects, allow_none=True)
     limit = max(largest, 1) if limit is None else limit
-    max_bytes = _positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
-    max_pixels = _positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
+    max_bytes = positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
+    max_pixels = positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
     count = len(data.examples)
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     boxes = np.zeros((count, limit, 4), dtype=np.float32)

@@ -154,7 +154,7 @@ def _limit_indices(count: int, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(count)[:limit])
 
 
-def _convert_channels(image, channels: int):
+def convert_channels(image, channels: int):
     """``(..., c)`` uint8/float tensor with c in {1, 2, 3, 4} -> ``channels`` (1 or 3)."""
     import tensorflow as tf
 
@@ -169,7 +169,7 @@ def _convert_channels(image, channels: int):
     return tf.image.rgb_to_grayscale(image)
 
 
-def _resize(image, image_size: tuple[int, int], *, antialias: bool):
+def resize_image(image, image_size: tuple[int, int], *, antialias: bool):
     """float32 resize (bilinear) of ``(H, W, C)`` or ``(N, H, W, C)`` to ``image_size``, clipped to [0, 255]."""
     import tensorflow as tf
 
@@ -203,7 +203,7 @@ def _load_digits(image_size, channels, split, limit, seed) -> ImageData:
     chosen = _limit_indices(len(labels), limit, seed)
     images, labels = images[chosen], labels[chosen]
     pixels = images.astype(np.float32)[..., None] * (255.0 / 16.0)  # grey levels 0..16 -> 0..255
-    resized = _resize(tf.constant(pixels), image_size, antialias=False)
+    resized = resize_image(tf.constant(pixels), image_size, antialias=False)
     if channels == 3:
         resized = tf.repeat(resized, 3, axis=-1)
     return ImageData(
@@ -214,7 +214,7 @@ def _load_digits(image_size, channels, split, limit, seed) -> ImageData:
 
 # --------------------------------------------------------------------------- reading one image file
 
-def _positive_limit(value, name: str, default: int) -> int:
+def positive_limit(value, name: str, default: int) -> int:
     """``value`` as an int, ``default`` for None; ``InputError`` unless a positive int or None."""
     checked = check_positive_int(name, value, allow_none=True, error=InputError)
     return default if checked is None else checked
@@ -233,7 +233,7 @@ def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) ->
     never waited on); ``max_bytes`` (default ``MAX_IMAGE_BYTES``) bounds what is
     read even when the file grows while it is read. ``InputError`` otherwise.
     """
-    limit = _positive_limit(max_bytes, "max_bytes", MAX_IMAGE_BYTES)
+    limit = positive_limit(max_bytes, "max_bytes", MAX_IMAGE_BYTES)
     text = os.fspath(path)
     try:
         before = os.stat(text)
@@ -366,7 +366,7 @@ def check_image_header(contents: bytes, *, max_pixels: int | None = None) -> tup
     ``max_pixels`` defaults to ``MAX_IMAGE_PIXELS``. ``InputError`` (one line) when
     the header is not one of the four formats or declares more pixels than allowed.
     """
-    limit = _positive_limit(max_pixels, "max_pixels", MAX_IMAGE_PIXELS)
+    limit = positive_limit(max_pixels, "max_pixels", MAX_IMAGE_PIXELS)
     try:
         fmt, width, height, pixels = image_header(contents)
     except (ValueError, struct.error, IndexError) as err:
@@ -396,8 +396,8 @@ def decode_image_file(
         image = tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
         if image.shape.rank != 3 or 0 in image.shape:
             raise ValueError(f"decoded to shape {image.shape}")
-        image = _convert_channels(image, channels)
-        return _resize(image, image_size, antialias=True).numpy()
+        image = convert_channels(image, channels)
+        return resize_image(image, image_size, antialias=True).numpy()
     except (OSError, ValueError, tf.errors.OpError) as err:
         reason = getattr(err, "message", None) or str(err)
         reason = reason.strip().splitlines()[0] if reason.strip() else type(err).__name__
@@ -702,8 +702,8 @@ def stream_folder(
     image_size = _check_image_size(image_size)
     _check_common(channels, limit, seed)
     _check_split(split, HELD_OUT_SPLITS, "<folder>")
-    max_bytes = _positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
-    max_pixels = _positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
+    max_bytes = positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
+    max_pixels = positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
     listing, paths, labels = _folder_selection(root, split, limit, seed, validation_fraction)
     keep = [i for i, p in enumerate(paths) if p not in listing.refused]
     skipped = [p for p in paths if p in listing.refused]
@@ -724,7 +724,7 @@ def stream_folder(
         contents.set_shape(())
         image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
         image.set_shape((None, None, channels))
-        return _resize(image, image_size, antialias=True), label
+        return resize_image(image, image_size, antialias=True), label
 
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant([os.fsencode(p) for p in paths], tf.string), labels))
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -788,8 +788,8 @@ def _load_tfds(spec: str, image_size, channels, split, limit, seed, data_dir, va
         dataset = dataset.take(math.ceil(limit / fraction) + 10 * (portion is not None))
 
     def convert(example):
-        image = _convert_channels(example[image_key], channels)
-        return _resize(image, image_size, antialias=True), tf.cast(example[label_key], tf.int64)
+        image = convert_channels(example[image_key], channels)
+        return resize_image(image, image_size, antialias=True), tf.cast(example[label_key], tf.int64)
 
     images, labels = [], []
     for batch_images, batch_labels in dataset.map(convert).batch(256):
@@ -837,8 +837,8 @@ def load_images(
         return _load_digits(image_size, channels, split, limit, seed)
     if text.startswith("tfds:"):
         return _load_tfds(text[len("tfds:"):], image_size, channels, split, limit, seed, data_dir, validation_fraction)
-    max_bytes = _positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
-    max_pixels = _positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
+    max_bytes = positive_limit(max_image_bytes, "max_image_bytes", MAX_IMAGE_BYTES)
+    max_pixels = positive_limit(max_image_pixels, "max_image_pixels", MAX_IMAGE_PIXELS)
     if Path(text).is_dir():
         return _load_folder(text, image_size, channels, split, limit, seed, validation_fraction, progress,
                             max_bytes, max_pixels)

@@ -114,7 +114,9 @@ def _backbone_maps(backbone: str, input_shape, strides: tuple[int, ...], backbon
     return features.inputs, {s: maps[s] for s in strides}
 
 
-def _check_levels(levels, input_shape, argument_hint: str) -> list[tuple[int, int]]:
+def check_levels(levels, input_shape, argument_hint: str) -> list[tuple[int, int]]:
+    """The ``(height, width)`` of each ``(N, H, W, C)`` feature map in ``levels``; ``InputError``
+    naming ``input_shape`` when one is unknown or empty (the input is too small for ``argument_hint``)."""
     sizes = [spatial_size(x, "channels_last") for x in levels]
     if any(h is None or w is None or h < 1 or w < 1 for h, w in sizes):
         raise InputError(
@@ -123,7 +125,10 @@ def _check_levels(levels, input_shape, argument_hint: str) -> list[tuple[int, in
     return [(int(h), int(w)) for h, w in sizes]
 
 
-def _finish(inputs, classes, boxes, anchors, name: str, info: dict[str, Any]):
+def finish_detector(inputs, classes, boxes, anchors, name: str, info: dict[str, Any]):
+    """The training model ``inputs -> [classes (N, A, C), boxes (N, A, 4)]`` named ``name``, with
+    ``anchors`` (``(A, 4)``) and ``info`` (``detector_info``) as plain attributes; ``InputError`` when
+    the heads' row count ``A`` differs from the number of anchors."""
     keras = _backend.keras_module()
     rows = int(classes.shape[1])
     if rows != len(anchors) or int(boxes.shape[1]) != len(anchors):
@@ -139,7 +144,8 @@ def _finish(inputs, classes, boxes, anchors, name: str, info: dict[str, Any]):
     return model
 
 
-def _level_info(strides, sizes, levels) -> list[dict[str, Any]]:
+def level_info(strides, sizes, levels) -> list[dict[str, Any]]:
+    """``detector_info["levels"]``: one ``{"stride", "size", "channels"}`` record per feature level."""
     return [
         {"stride": s, "size": size, "channels": int(x.shape[-1])}
         for s, size, x in zip(strides, sizes, levels, strict=True)
@@ -185,16 +191,16 @@ def _single_shot(kind: str, backbone, num_classes, input_shape, anchors_per_loca
     levels = [maps[16], maps[32]]
     for k, base in enumerate(extras):
         levels.append(extra(levels[-1], make_divisible(base * width, 8, 16), prefix=f"{kind}_extra{k}"))
-    sizes = _check_levels(levels, input_shape, f"{'SSDLite' if kind == 'ssdlite' else 'SSD'}'s six levels")
+    sizes = check_levels(levels, input_shape, f"{'SSDLite' if kind == 'ssdlite' else 'SSD'}'s six levels")
     ratios = [list(SSDLITE_RATIOS[anchors_per_location])] * len(levels)
     anchors = ssd_default_boxes(sizes, (height, width_px), ratios, min_ratio=0.2, max_ratio=0.95)
     classes, boxes = make_heads(levels, num_classes, anchors_per_location, prefix=kind)
     info = {
         "type": kind, "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
         "anchors_per_location": anchors_per_location, **torchvision_decoding("softmax", SSD_WEIGHTS),
-        "levels": _level_info([16, 32, 64, 128, 256, 512], sizes, levels),
+        "levels": level_info([16, 32, 64, 128, 256, 512], sizes, levels),
     }
-    return _finish(inputs, classes, boxes, anchors, name or f"{kind}_{backbone}", info)
+    return finish_detector(inputs, classes, boxes, anchors, name or f"{kind}_{backbone}", info)
 
 
 def SSD(
@@ -274,9 +280,9 @@ def RetinaNet(
                              name, backbone_weights)
     prefix = "retinanet"
     inputs, maps = _backbone_maps(backbone, input_shape, (8, 16, 32), backbone_weights, prefix)
-    _check_levels(list(maps.values()), input_shape, "RetinaNet's stride 8, 16 and 32 maps")
+    check_levels(list(maps.values()), input_shape, "RetinaNet's stride 8, 16 and 32 maps")
     levels = heads.fpn([maps[8], maps[16], maps[32]], fpn_channels, prefix=f"{prefix}_fpn")
-    sizes = _check_levels(levels, input_shape, "RetinaNet's five levels")
+    sizes = check_levels(levels, input_shape, "RetinaNet's five levels")
     anchors_per_location = len(RETINANET_SIZES[0]) * len(RETINANET_RATIOS)
     anchors = retinanet_anchors(sizes, (height, width_px), RETINANET_SIZES, RETINANET_RATIOS)
     classes, boxes = heads.retinanet_heads(
@@ -286,6 +292,6 @@ def RetinaNet(
     info = {
         "type": "retinanet", "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
         "anchors_per_location": anchors_per_location, **torchvision_decoding("sigmoid", RETINANET_WEIGHTS),
-        "levels": _level_info([8, 16, 32, 64, 128], sizes, levels),
+        "levels": level_info([8, 16, 32, 64, 128], sizes, levels),
     }
-    return _finish(inputs, classes, boxes, anchors, name or f"retinanet_{backbone}", info)
+    return finish_detector(inputs, classes, boxes, anchors, name or f"retinanet_{backbone}", info)

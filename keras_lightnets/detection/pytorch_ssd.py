@@ -49,7 +49,7 @@ from typing import Any
 from keras_lightnets import _backend
 from keras_lightnets.detection import heads
 from keras_lightnets.detection.anchor_boxes import preset_anchors
-from keras_lightnets.detection.builders import _finish, _level_info, check_twin_arguments
+from keras_lightnets.detection.builders import check_twin_arguments, finish_detector, level_info
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import get_layer_class
 from keras_lightnets.layout import image_data_format
@@ -189,10 +189,10 @@ def _finish_ssd(inputs, levels, class_maps, box_maps, num_classes: int, name: st
     info = {
         **info, "num_classes": int(num_classes), "input_shape": INPUT_SHAPE,
         "anchors_per_location": ANCHORS_PER_LOCATION, **SSD_DECODING,
-        "levels": _level_info(list(SHRINKAGES), sizes, levels),
+        "levels": level_info(list(SHRINKAGES), sizes, levels),
     }
     # Both models use mobilenetv1_ssd_config's priors (the preset of mb2_ssd_lite).
-    return _finish(inputs, classes, boxes, preset_anchors("mb2_ssd_lite"), name, info)
+    return finish_detector(inputs, classes, boxes, preset_anchors("mb2_ssd_lite"), name, info)
 
 
 # ----------------------------------------------------------------------------- MobileNetV2-SSD-Lite

@@ -38,10 +38,10 @@ from keras_lightnets.detection.builders import (
     RETINANET_RATIOS,
     RETINANET_SIZES,
     SSDLITE_EXTRAS,
-    _check_levels,
-    _finish,
-    _level_info,
+    check_levels,
     check_twin_arguments,
+    finish_detector,
+    level_info,
     torchvision_decoding,
 )
 from keras_lightnets.errors import InputError
@@ -189,14 +189,14 @@ def _check_model(model, pairs: list[tuple[str, str]], preset: str) -> list[tuple
 
 def _finish_twin(image, classes, boxes, levels, *, preset: str, name: str, weights, mapping: TorchMapping,
                  info: dict[str, Any]):
-    sizes = _check_levels(levels, (IMAGE_SIZE, IMAGE_SIZE, 3), f"{preset}'s levels")
+    sizes = check_levels(levels, (IMAGE_SIZE, IMAGE_SIZE, 3), f"{preset}'s levels")
     grids = PRESET_ANCHORS[preset].arguments["feature_sizes"]
     expected = [(g, g) if isinstance(g, int) else tuple(g) for g in grids]
     if sizes != expected:  # the architecture and the anchor preset must describe the same grids
         raise AssertionError(f"{preset}: feature-map sizes {sizes} differ from the anchor preset's {expected}")
     strides = info.pop("strides")
-    info["levels"] = _level_info(strides, sizes, levels)
-    model = _finish(image, classes, boxes, preset_anchors(preset), name, info)
+    info["levels"] = level_info(strides, sizes, levels)
+    model = finish_detector(image, classes, boxes, preset_anchors(preset), name, info)
     if weights is not None:
         port_checkpoint(model, weights, mapping)
     return model
