@@ -45,16 +45,17 @@ def image_batch(size: int, batch: int = 2, channels: int = 3, seed: int = 1) -> 
 
 
 def smallest_per_architecture() -> list[str]:
-    """The registry's smallest variant of each builder and option set (width multipliers aside).
+    """The registry's smallest variant of each architecture (``ModelConfig.architecture``:
+    scaled variants of one code path share it).
 
-    Behaviour that does not depend on a width (argument handling, serialization, feature
+    Behaviour that does not depend on the scale (argument handling, serialization, feature
     maps, compression) is tested on these; facts that do (parameters, MACs, Keras 3 vs
     tf_keras outputs) on every variant. A newly registered architecture joins both at once.
     """
-    chosen: dict[tuple, str] = {}
+    chosen: dict[str, str] = {}
     for name in list_models():
         config = model_config(name)
-        key = (config.builder.__name__, tuple(sorted((k, str(v)) for k, v in config.kwargs.items() if k != "alpha")))
+        key = config.architecture
         if key not in chosen or config.params < model_config(chosen[key]).params:
             chosen[key] = name
     return sorted(chosen.values())

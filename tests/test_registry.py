@@ -126,6 +126,18 @@ def test_register_model_refuses_duplicates_and_bad_facts(monkeypatch):
     assert "x_1" not in list_models() and "x_2" not in list_models()
 
 
+def test_architecture_names_the_code_path_and_ignores_the_width(monkeypatch):
+    assert model_config("mobilenet_v2_035").architecture == model_config("mobilenet_v2_140").architecture
+    assert model_config("mobilenet_v3_small_100").architecture == "MobileNetV3Small()"
+    assert model_config("mobilenet_v3_small_minimal_100").architecture == "MobileNetV3Small(minimalistic=True)"
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    facts = dict(family="x", input_size=32, params=1, macs=1, top1=None, paper="https://example.invalid",
+                 preprocessing="tf")
+    assert register_model("x_1", ToyNet, {"alpha": 0.5, "depth": 2}, **facts).architecture == "ToyNet(depth=2)"
+    assert register_model("x_2", ToyNet, {"depth": 3}, architecture="toy", **facts).architecture == "toy"
+    assert model_config("x_2").as_dict()["architecture"] == "toy"
+
+
 # Multiply-accumulates at 224x224 reported by the papers (MobileNet V1 Table 8, V2 Table 4 / model zoo,
 # V3 Table 3, NASNet Table 2); the counter must agree within 2%.
 PAPER_MACS = {

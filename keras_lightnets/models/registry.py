@@ -66,6 +66,9 @@ class ModelConfig:
     is a key of ``keras_lightnets.imagenet.PREPROCESSING``. ``layer_groups`` are
     ``(regex, block key template)`` pairs: a layer whose name the regex matches
     (``re.match``) belongs to the block ``match.expand(template)``; the first match wins.
+    ``architecture`` names the code path: variants that differ only in scaling (width,
+    depth, resolution or group count) share it, so behaviour that does not depend on the
+    scale is tested once per architecture.
     """
 
     name: str
@@ -83,6 +86,7 @@ class ModelConfig:
     twin: Twin | None = None
     layer_groups: tuple[tuple[str, str], ...] = ()
     notes: str = ""
+    architecture: str = ""
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -118,7 +122,7 @@ class ModelConfig:
             "kwargs": dict(self.kwargs), "input_size": self.input_size,
             "preprocessing": self.preprocessing, "params": self.params, "macs": self.macs,
             "top1": self.top1, "weights": list(self.weights), "paper": self.paper,
-            "module": self.module, "notes": self.notes,
+            "module": self.module, "architecture": self.architecture, "notes": self.notes,
         }
 
 
@@ -130,13 +134,16 @@ def register_model(
     family: str, input_size: int, preprocessing: str, params: int, macs: int, top1: float | None, paper: str,
     weight_files: Sequence[WeightFile] = (), twin: tuple[str, Mapping[str, Any]] | None = None,
     layer_groups: Sequence[tuple[str, str]] = (), module: str | None = None, notes: str = "",
+    architecture: str | None = None,
 ) -> ModelConfig:
     """Register a variant: ``builder(**kwargs)`` builds it.
 
     ``weight_files``: its pretrained files (each must be in the weights manifest);
     ``twin``: ``(keras.applications builder name, kwargs)`` of the same architecture;
     ``layer_groups``: see ``ModelConfig``; ``module``: the public family module
-    (default ``keras_lightnets.<family>``); ``notes``: shown by ``lightnets info``.
+    (default ``keras_lightnets.<family>``); ``notes``: shown by ``lightnets info``;
+    ``architecture``: see ``ModelConfig`` (default: the builder's name and its keyword
+    arguments other than ``alpha``, e.g. ``"MobileNetV3Small(minimalistic=True)"``).
     ``ValueError`` for a name already registered or a malformed fact.
     """
     if name in _REGISTRY:
@@ -145,12 +152,16 @@ def register_model(
         raise ValueError(f"`preprocessing` must be one of {sorted(PREPROCESSING)}; received {preprocessing!r}")
     for pattern, _ in layer_groups:
         re.compile(pattern)
+    if architecture is None:
+        options = ", ".join(f"{k}={v!r}" for k, v in sorted((kwargs or {}).items()) if k != "alpha")
+        architecture = f"{builder.__name__}({options})"
     config = ModelConfig(
         name=name, family=family, builder=builder, kwargs=MappingProxyType(dict(kwargs or {})),
         input_size=input_size, preprocessing=preprocessing, params=params, macs=macs, top1=top1, paper=paper,
         module=module or f"keras_lightnets.{family}", weight_files=tuple(weight_files),
         twin=None if twin is None else Twin(twin[0], MappingProxyType(dict(twin[1]))),
         layer_groups=tuple((pattern, template) for pattern, template in layer_groups), notes=notes,
+        architecture=architecture,
     )
     _REGISTRY[name] = config
     return config
