@@ -12,6 +12,8 @@ from keras_lightnets.weights.download import fetch, manifest, manifest_entry
 from keras_lightnets.weights.loading import assign_by_name, load_weights, read_weight_file
 from keras_lightnets.weights.torchvision import TORCH_SUFFIXES, port_checkpoint, port_imagenet
 
+PORTED_FORMATS = ("torchvision-pth", "timm-safetensors")  # PyTorch state_dicts, converted on first use
+
 __all__ = [
     "apply_weights", "assign_by_name", "fetch", "load_weights", "manifest", "manifest_entry",
     "port_checkpoint", "read_weight_file",
@@ -25,8 +27,8 @@ def apply_weights(
     """Load the builder's ``weights`` argument into ``model``.
 
     ``None``: nothing; ``"imagenet"``: the manifest file named by ``imagenet_file()``,
-    fetched (mirror, cache or download) -- a ``"torchvision-pth"`` entry is ported
-    with ``torch_mapping`` and its conversion cached; otherwise a path to a weights
+    fetched (mirror, cache or download) -- a ``"torchvision-pth"`` or ``"timm-safetensors"``
+    entry is ported with ``torch_mapping`` and its conversion cached; otherwise a path to a weights
     file: a torchvision checkpoint (``.safetensors``/``.pth``/``.pt``, ported with
     ``torch_mapping``, see ``weights.torchvision``: every declared shape checked
     against the model before a tensor is read) or a Keras weights file.
@@ -37,7 +39,7 @@ def apply_weights(
         if imagenet_file is None:
             raise InputError(f"model {model.name!r} has no ImageNet weights; use weights=None or a file path")
         file_name = imagenet_file()
-        if manifest_entry(file_name).get("format") == "torchvision-pth":
+        if manifest_entry(file_name).get("format") in PORTED_FORMATS:
             port_imagenet(model, file_name, torch_mapping)
             return
         weights = fetch(file_name)

@@ -17,8 +17,9 @@ Each entry has:
   (``verification_level``): ``"sha256"`` (full sha256), ``"md5"`` (upstream's
   full md5), ``"name-prefix"`` (only torchvision's 32-40 bit prefix) or ``"none"``
   (only the byte bound). ``fetch`` warns once per file for the last two.
-* ``format`` (``"keras-legacy-h5"``, or ``"torchvision-pth"``: ported, see
-  ``weights.torchvision``), ``source`` (who publishes it), ``license``.
+* ``format`` (``"keras-legacy-h5"``, or ``"torchvision-pth"`` / ``"timm-safetensors"``:
+  PyTorch state_dicts, ported, see ``weights.torchvision``), ``source`` (who publishes
+  it), ``license``.
 
 A manifest that is not valid JSON, lacks ``files``, or has an entry with a
 missing, mistyped or unknown field raises one ``InputError`` line naming the

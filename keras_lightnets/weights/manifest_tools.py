@@ -11,6 +11,12 @@ module adds where each file is downloaded from and how it is checked, by its ups
   cached as ``nasnet_mobile[_no_top].h5``. md5 hashes where keras.applications publishes
   them (MobileNetV3's ``WEIGHTS_HASHES``, NASNet's ``file_hash`` arguments); MobileNet V1
   and V2 have none.
+* timm (``.safetensors``; the families that are exact twins of timm models): the file name
+  is the Hugging Face hub id of the checkpoint plus ``.safetensors`` (e.g.
+  ``tf_efficientnet_lite0.in1k.safetensors``), the URL ``TIMM_BASE`` + hub id +
+  ``/resolve/main/model.safetensors``. The hub publishes no digest in a form this project
+  could check offline, so the entries carry no hash (``verified: "none"``, bounded by
+  ``max_bytes``; ``fetch`` warns once). Format ``"timm-safetensors"``: ported like torchvision's.
 * torchvision (``.pth``; SqueezeNet, ShuffleNetV2, MnasNet-B1): the URL is
   ``TORCHVISION_BASE`` + the file name; torchvision names its files
   ``<name>-<first sha256 hex digits>.pth`` and that prefix is the entry's hash
@@ -42,6 +48,7 @@ from keras_lightnets.weights.download import make_entry, max_bytes_for_parameter
 
 KERAS_SOURCE = "keras.applications"
 TORCHVISION_SOURCE = "torchvision"
+TIMM_SOURCE = "timm"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "weights" / "manifest.json"
 
 KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -79,21 +86,25 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
 KNOWN_FILES: dict[str, tuple[str, int]] = {
     "squeezenet1_1-b8a52dc0.pth": ("b8a52dc049b60e4b6ab68ad0df457362afab8b6304b2febdc1650a5dab4d7e7b", 4_958_839),
 }
-LICENSES = {KERAS_SOURCE: "Apache-2.0", TORCHVISION_SOURCE: "BSD-3-Clause"}
-FORMATS = {KERAS_SOURCE: "keras-legacy-h5", TORCHVISION_SOURCE: "torchvision-pth"}
+TIMM_BASE = "https://huggingface.co/timm/"
+TIMM_SUFFIX = ".safetensors"
+# timm's ImageNet checkpoints of the families here are published under Apache-2.0 (their hub model cards).
+LICENSES = {KERAS_SOURCE: "Apache-2.0", TORCHVISION_SOURCE: "BSD-3-Clause", TIMM_SOURCE: "Apache-2.0"}
+FORMATS = {KERAS_SOURCE: "keras-legacy-h5", TORCHVISION_SOURCE: "torchvision-pth", TIMM_SOURCE: "timm-safetensors"}
+SOURCE_SUFFIXES = {".pth": TORCHVISION_SOURCE, ".h5": KERAS_SOURCE, TIMM_SUFFIX: TIMM_SOURCE}
 
 
 def files_by_source() -> dict[str, dict[str, list[ModelConfig]]]:
     """``{source: {file name: [records naming it]}}`` of every registered weight file:
-    ``.pth`` files are torchvision's, ``.h5`` files keras.applications'."""
-    found: dict[str, dict[str, list[ModelConfig]]] = {KERAS_SOURCE: {}, TORCHVISION_SOURCE: {}}
+    ``.pth`` files are torchvision's, ``.h5`` files keras.applications', ``.safetensors`` timm's."""
+    found: dict[str, dict[str, list[ModelConfig]]] = {source: {} for source in SOURCE_SUFFIXES.values()}
     for config in registered():
         for file in config.weight_files:
-            if not file.name.endswith((".pth", ".h5")):
-                raise ValueError(f"{config.name}: weight file {file.name!r} is neither a torchvision .pth "
-                                 "nor a keras.applications .h5 file")
-            source = TORCHVISION_SOURCE if file.name.endswith(".pth") else KERAS_SOURCE
-            found[source].setdefault(file.name, []).append(config)
+            suffix = next((s for s in SOURCE_SUFFIXES if file.name.endswith(s)), None)
+            if suffix is None:
+                raise ValueError(f"{config.name}: weight file {file.name!r} is neither a torchvision .pth, "
+                                 "a keras.applications .h5 nor a timm .safetensors file")
+            found[SOURCE_SUFFIXES[suffix]].setdefault(file.name, []).append(config)
     return found
 
 
@@ -135,7 +146,23 @@ def torchvision_entries() -> dict[str, dict[str, Any]]:
     return entries
 
 
-ENTRIES = {KERAS_SOURCE: keras_entries, TORCHVISION_SOURCE: torchvision_entries}
+def timm_url(file_name: str) -> str:
+    """The hub URL of timm's checkpoint ``<hub id>.safetensors`` (e.g. ``ghostnet_100.in1k.safetensors``)."""
+    hub_id = file_name[: -len(TIMM_SUFFIX)] if file_name.endswith(TIMM_SUFFIX) else ""
+    if not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+", hub_id):
+        raise ValueError(f"timm file name {file_name!r} is not '<model>.<pretrained tag>{TIMM_SUFFIX}'")
+    return f"{TIMM_BASE}{hub_id}/resolve/main/model{TIMM_SUFFIX}"
+
+
+def timm_entries() -> dict[str, dict[str, Any]]:
+    """``{file name: manifest entry}`` of every timm checkpoint a record names."""
+    return {
+        file_name: _entry(TIMM_SOURCE, file_name, timm_url(file_name), None, configs)
+        for file_name, configs in sorted(files_by_source()[TIMM_SOURCE].items())
+    }
+
+
+ENTRIES = {KERAS_SOURCE: keras_entries, TORCHVISION_SOURCE: torchvision_entries, TIMM_SOURCE: timm_entries}
 
 
 def update_manifest(source: str, path: str | Path = DEFAULT_OUTPUT) -> tuple[int, int]:

@@ -933,7 +933,8 @@ def converted_cache_path(file_name: str, include_top: bool) -> Path:
 
 
 def port_imagenet(model, file_name: str, torch_mapping: TorchMapping | None) -> None:
-    """``weights="imagenet"`` from torchvision's ``file_name``: converted once, then cached."""
+    """``weights="imagenet"`` from the PyTorch checkpoint ``file_name`` (torchvision's or timm's):
+    converted once, then cached."""
     from keras_lightnets.weights.download import fetch
     from keras_lightnets.weights.loading import assign_by_name, load_weights
 
@@ -946,7 +947,7 @@ def port_imagenet(model, file_name: str, torch_mapping: TorchMapping | None) -> 
         load_weights(model, cached)
         return
     path = fetch(file_name)
-    source = f"torchvision checkpoint {file_name!r}"
+    source = f"checkpoint {file_name!r}"
     arrays = convert_state_dict(model, _read_for(model, path, pairs), pairs, source)
     assign_by_name(model, arrays, source=source)
     write_weights_h5(arrays, cached)
