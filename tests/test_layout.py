@@ -214,7 +214,11 @@ def test_info_shows_weight_files_urls_licenses_and_notes(capsys):
     assert source["url"].startswith("https://download.pytorch.org/") and source["license"] == "BSD-3-Clause"
     assert "trainable parameters" in info["notes"]
     info = _info("mnasnet_a1_100", capsys)
-    assert info["weight_files"] == [] and "no ImageNet weights" in info["notes"]
+    (source,) = info["weight_files"]
+    assert source["url"] == "https://huggingface.co/timm/semnasnet_100.rmsp_in1k/resolve/main/model.safetensors"
+    assert source["license"] == "Apache-2.0"
+    info = _info("mnasnet_a1_140", capsys)
+    assert info["weight_files"] == [] and "no ImageNet checkpoint" in info["notes"]
 
 
 def test_info_reads_the_manifest_in_use(tmp_path, monkeypatch, capsys):

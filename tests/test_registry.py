@@ -62,9 +62,9 @@ def test_list_models_patterns():
     assert list_models("mnasnet_[ab]1_100") == ["mnasnet_a1_100", "mnasnet_b1_100"]
     assert list_models("MobileNet*") == []  # case-sensitive, like the names
     assert list_models("nothing*") == []
-    assert "mnasnet_a1_100" in ALL and "mnasnet_a1_100" not in list_models(pretrained=True)
-    assert list_models("mnasnet*", pretrained=True) == ["mnasnet_b1_050", "mnasnet_b1_075", "mnasnet_b1_100",
-                                                        "mnasnet_b1_130"]
+    assert "mnasnet_a1_140" in ALL and "mnasnet_a1_140" not in list_models(pretrained=True)
+    assert list_models("mnasnet*", pretrained=True) == ["mnasnet_a1_075", "mnasnet_a1_100", "mnasnet_b1_050",
+                                                        "mnasnet_b1_075", "mnasnet_b1_100", "mnasnet_b1_130"]
 
 
 @pytest.mark.parametrize(("call", "message"), [
@@ -222,8 +222,9 @@ def test_variant_of_and_weight_file_pick_the_record_and_its_file():
         v2.weight_file(100, include_top=False)
     squeezenet = variant_of(SqueezeNet, version="1.0")
     assert squeezenet.weight_file(include_top=False) == squeezenet.weight_file() == "squeezenet1_0-b66bff10.pth"
+    assert model_config("mnasnet_a1_100").weight_file() == "semnasnet_100.rmsp_in1k.safetensors"
     with pytest.raises(InputError, match="sizes with weights: none"):
-        model_config("mnasnet_a1_100").weight_file()
+        model_config("mnasnet_a1_140").weight_file()
 
 
 # --------------------------------------------------------------------------- a toy family, registered here

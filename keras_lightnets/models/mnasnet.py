@@ -267,8 +267,8 @@ def MnasNetA1(
             down by more than 10%); any positive value builds. 0.5, 0.75, 1.0 and 1.4
             are registered (``mnasnet_a1_050`` .. ``mnasnet_a1_140``).
         include_top: whether to include the dense classifier.
-        weights: ``None``, ``"imagenet"`` (only for a width whose registry record has
-            weight files; none has yet), the path of a Keras weights file, or of a
+        weights: ``None``, ``"imagenet"`` (timm's ImageNet checkpoint, for alpha 0.75 and
+            1.0, downloaded and converted once), the path of a Keras weights file, or of a
             timm checkpoint (``.safetensors`` / ``.pth``) of the same width to port.
         input_tensor: optional Keras tensor to build the model on.
         pooling: ``None``, ``"avg"`` or ``"max"`` global pooling without the top.
@@ -320,13 +320,14 @@ for _alpha, _file, _params, _trainable, _macs, _top1 in (
     register_model(f"mnasnet_b1_{_alpha_text(_alpha)}", MnasNetB1, {"alpha": _alpha}, params=_params,
                    macs=_macs, top1=_top1, weight_files=(WeightFile(_file, 224),),
                    notes=f"{_trainable:,} trainable parameters (torchvision's num_params)", **_FACTS)
-for _alpha, _params, _trainable, _macs, _top1 in (
-    (0.5, 2_100_406, 2_082_006, 103_162_992, None),
-    (0.75, 2_939_110, 2_912_278, 223_448_480, 72.992),
-    (1.0, 3_920_526, 3_887_038, 311_579_072, 75.450),
-    (1.4, 6_152_008, 6_105_992, 586_317_952, None),
+# A1's ImageNet files are timm's hub checkpoints (``<hub id>.safetensors``, see weights.manifest_tools).
+for _alpha, _file, _params, _trainable, _macs, _top1 in (
+    (0.5, None, 2_100_406, 2_082_006, 103_162_992, None),
+    (0.75, "semnasnet_075.rmsp_in1k.safetensors", 2_939_110, 2_912_278, 223_448_480, 72.992),
+    (1.0, "semnasnet_100.rmsp_in1k.safetensors", 3_920_526, 3_887_038, 311_579_072, 75.450),
+    (1.4, None, 6_152_008, 6_105_992, 586_317_952, None),
 ):
     register_model(f"mnasnet_a1_{_alpha_text(_alpha)}", MnasNetA1, {"alpha": _alpha}, params=_params,
-                   macs=_macs, top1=_top1,
-                   notes=f"{_trainable:,} trainable parameters (timm's semnasnet_{_alpha_text(_alpha)}); "
-                         "no ImageNet weights here yet (timm's checkpoints port with weights=PATH)", **_FACTS)
+                   macs=_macs, top1=_top1, weight_files=(WeightFile(_file, 224),) if _file else (),
+                   notes=f"{_trainable:,} trainable parameters (timm's semnasnet_{_alpha_text(_alpha)})"
+                         + ("" if _file else "; timm has no ImageNet checkpoint of this width"), **_FACTS)

@@ -23,7 +23,7 @@ def _cli(argv: list[str]) -> int:
     ([SMALL, "--data", "/no/such/folder"], "--data must be"),
     ([SMALL, "--data", "tfds"], "--data must be"),
     ([SMALL, "--weights", "/no/such/file.h5"], "--weights must be"),
-    (["mnasnet_a1_100", "--weights", "imagenet"], "no ImageNet weights"),
+    (["mnasnet_a1_140", "--weights", "imagenet"], "no ImageNet weights"),
     ([SMALL, "--image-size", "16"], "--image-size must be at least 32"),
     ([SMALL, "--epochs", "0", "--fine-tune-epochs", "0"], "at least 1"),
 ])
