@@ -7,7 +7,7 @@ Builders return Keras 3 models; ``keras_lightnets.legacy`` has the same names
 returning tf_keras models (for TFMOT). As in keras.applications, each family has a
 module with its builders, ``preprocess_input`` and ``decode_predictions``
 (``keras_lightnets.mobilenet``, ``.mobilenet_v2``, ``.mobilenet_v3``, ``.nasnet``,
-``.squeezenet``, ``.shufflenet_v2``, ``.mnasnet``).
+``.squeezenet``, ``.shufflenet_v2``, ``.mnasnet``, ``.ghostnet``).
 
 Subpackages are attributes loaded on first use (``kl.compression``, ``kl.export``,
 ``kl.legacy``, ...), so ``import keras_lightnets`` imports neither TensorFlow nor
@@ -21,6 +21,7 @@ from types import ModuleType
 
 from keras_lightnets._version import __version__ as __version__
 from keras_lightnets.macs import count_macs
+from keras_lightnets.models.ghostnet import GhostNet
 from keras_lightnets.models.mnasnet import MnasNetA1, MnasNetB1
 from keras_lightnets.models.mobilenet_v1 import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
@@ -31,7 +32,9 @@ from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
 
 # Submodules reachable as attributes of the package, imported on first access.
-FAMILY_MODULES = ("mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet")
+FAMILY_MODULES = (
+    "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet",
+)
 LAZY_MODULES = (
     "cli", "compression", "data", "detection", "errors", "export", "files", "imagenet", "layers", "layout", "legacy",
     "macs", "model_files", "models", "pipelines", "training", "validation", "weights", *FAMILY_MODULES,
@@ -49,7 +52,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
-    "ShuffleNetV2", "SqueezeNet",
+    "GhostNet", "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
+    "NASNetMobile", "ShuffleNetV2", "SqueezeNet",
     "count_macs", "create_model", "list_models", "model_config",
 ]

@@ -53,6 +53,7 @@ list_models = registry.list_models
 model_config = registry.model_config
 count_macs = _public.count_macs
 
+GhostNet = _with_tf_keras(_public.GhostNet)
 MnasNetA1 = _with_tf_keras(_public.MnasNetA1)
 MnasNetB1 = _with_tf_keras(_public.MnasNetB1)
 MobileNet = _with_tf_keras(_public.MobileNet)
@@ -64,8 +65,8 @@ ShuffleNetV2 = _with_tf_keras(_public.ShuffleNetV2)
 SqueezeNet = _with_tf_keras(_public.SqueezeNet)
 
 __all__ = [
-    "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "HardSigmoid", "HardSwish", "MnasNetA1",
-    "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
+    "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "GhostNet", "HardSigmoid", "HardSwish",
+    "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
     "NonMaxSuppression", "Rescale", "ShuffleNetV2", "SqueezeNet", "count_macs", "create_model",
     "legacy_custom_objects", "list_models", "model_config",
 ]

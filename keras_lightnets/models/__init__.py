@@ -1,6 +1,7 @@
 """Family modules: importing this package registers every variant."""
 
 from keras_lightnets.models import (  # noqa: F401
+    ghostnet,
     mnasnet,
     mobilenet_v1,
     mobilenet_v2,
