@@ -33,6 +33,7 @@ FAMILY_MODULES = {
     "squeezenet": (("SqueezeNet",), None),
     "shufflenet_v2": (("ShuffleNetV2",), None),
     "mnasnet": (("MnasNetA1", "MnasNetB1"), None),
+    "ghostnet": (("GhostNet",), None),
 }
 FAMILIES = sorted({model_config(name).family for name in list_models()})
 

@@ -43,7 +43,7 @@ from keras_lightnets.models.builder import (
     make_divisible,
     prepare_input,
 )
-from keras_lightnets.models.registry import register_model, variant_of
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 
 PAPER = "https://arxiv.org/abs/1911.11907"
 PRETRAINED_ALPHAS = (1.0,)  # timm publishes a checkpoint for ghostnet_100 only
@@ -259,5 +259,6 @@ for _alpha, _params, _trainable, _macs, _top1 in (
     register_model(
         f"ghostnet_{round(_alpha * 100):03d}", GhostNet, {"alpha": _alpha}, family="ghostnet", input_size=224,
         preprocessing="torch", params=_params, macs=_macs, top1=_top1, paper=PAPER, layer_groups=LAYER_GROUPS,
+        weight_files=(WeightFile("ghostnet_100.in1k.safetensors", 224),) if _alpha == 1.0 else (),
         notes=f"{_trainable:,} trainable parameters (timm's)" + ("" if _alpha == 1.0 else "; timm has no checkpoint"),
     )
