@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from safetensors.numpy import load_file, save_file
 from keras_lightnets import count_macs, create_model, legacy, list_models, model_config
 from keras_lightnets.errors import InputError
 from keras_lightnets.models import mnasnet
-from keras_lightnets.weights import download
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timm" / "semnasnet_100"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no reference vectors in {REFERENCE}")
@@ -206,34 +204,6 @@ def test_widths_are_registered_and_imagenet_needs_weight_files():
         if not config.weight_files:
             with pytest.raises(InputError, match=f"no ImageNet weights for alpha={alpha}"):
                 create_model(name, weights="imagenet")
-
-
-@needs_reference
-def test_imagenet_weights_port_timms_hub_file_once_and_cache_it(tmp_path, monkeypatch):
-    """``weights="imagenet"`` fetches timm's ``<hub id>.safetensors`` (here from a local mirror),
-    ports it with the same code as ``weights=PATH`` and caches the converted arrays."""
-    import shutil
-
-    file_name = model_config("mnasnet_a1_100").weight_file()
-    assert file_name == "semnasnet_100.rmsp_in1k.safetensors"
-    entry = download.manifest_entry(file_name)
-    assert (entry["format"], entry["source"]) == ("timm-safetensors", "timm")
-    mirror, home = tmp_path / "mirror", tmp_path / "keras_home"
-    mirror.mkdir()
-    shutil.copyfile(REFERENCE / "weights.safetensors", mirror / file_name)  # same names and shapes as the hub's
-    monkeypatch.setenv("KERAS_LIGHTNETS_MANIFEST", str(tmp_path / "manifest.json"))
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "files": {file_name: {
-        "url": entry["url"], "hash": None, "format": "timm-safetensors", "source": "timm"}}}))
-    monkeypatch.setenv("KERAS_LIGHTNETS_WEIGHTS_DIR", str(mirror))
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    _, image, want = _reference()
-    model = create_model("mnasnet_a1_100", weights="imagenet", classifier_activation=None)
-    _check_logits(model.predict(image, verbose=0), want)
-    cached = home / "models" / "semnasnet_100.rmsp_in1k.weights.h5"
-    assert cached.is_file()
-    (mirror / file_name).unlink()  # the cache alone now suffices
-    again = create_model("mnasnet_a1_100", weights="imagenet", classifier_activation=None, flavour="tf_keras")
-    _check_logits(again.predict(image, verbose=0), want)
 
 
 def test_squeeze_excite_reduces_from_the_block_input():
