@@ -53,6 +53,11 @@ list_models = registry.list_models
 model_config = registry.model_config
 count_macs = _public.count_macs
 
+EfficientNetLite0 = _with_tf_keras(_public.EfficientNetLite0)
+EfficientNetLite1 = _with_tf_keras(_public.EfficientNetLite1)
+EfficientNetLite2 = _with_tf_keras(_public.EfficientNetLite2)
+EfficientNetLite3 = _with_tf_keras(_public.EfficientNetLite3)
+EfficientNetLite4 = _with_tf_keras(_public.EfficientNetLite4)
 GhostNet = _with_tf_keras(_public.GhostNet)
 MnasNetA1 = _with_tf_keras(_public.MnasNetA1)
 MnasNetB1 = _with_tf_keras(_public.MnasNetB1)
@@ -65,7 +70,8 @@ ShuffleNetV2 = _with_tf_keras(_public.ShuffleNetV2)
 SqueezeNet = _with_tf_keras(_public.SqueezeNet)
 
 __all__ = [
-    "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "GhostNet", "HardSigmoid", "HardSwish",
+    "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "EfficientNetLite0", "EfficientNetLite1",
+    "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4", "GhostNet", "HardSigmoid", "HardSwish",
     "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
     "NonMaxSuppression", "Rescale", "ShuffleNetV2", "SqueezeNet", "count_macs", "create_model",
     "legacy_custom_objects", "list_models", "model_config",

@@ -1,6 +1,7 @@
 """Family modules: importing this package registers every variant."""
 
 from keras_lightnets.models import (  # noqa: F401
+    efficientnet_lite,
     ghostnet,
     mnasnet,
     mobilenet_v1,

@@ -124,14 +124,18 @@ def inverted_residual(
     x, *, expanded: int, filters: int, kernel_size: int, stride: int, prefix: str,
     bn: BatchNorm, act: str, se_filters: int | None = None, se_act: str = "relu",
     se_gate: str = "hard_sigmoid", names: InvertedResidualNames = InvertedResidualNames(),
-    pad_mode: str = "tf", residual: bool = True,
+    pad_mode: str = "tf", residual: bool = True, drop_path: float = 0.0,
 ):
-    """MobileNetV2/V3 and MnasNet block: [1x1 expand] -> depthwise -> [SE] -> 1x1 project.
+    """MobileNetV2/V3, MnasNet and EfficientNet block: [1x1 expand] -> depthwise -> [SE] -> 1x1 project.
 
     ``expanded`` is the channel count inside the block; the 1x1 expansion conv is
     left out when it equals the input channels (expansion factor 1). A residual
     ``Add`` joins input and output when ``residual`` and the shapes agree
-    (stride 1, same channels).
+    (stride 1, same channels). ``drop_path`` > 0 puts stochastic depth on that
+    residual branch (keras.applications EfficientNet's ``drop_connect_rate``): a
+    ``Dropout`` named ``{prefix}drop`` with ``noise_shape`` ``(None, 1, 1, 1)``, which in
+    training zeroes the whole branch of a sample with probability ``drop_path`` (and
+    scales the kept ones by ``1 / (1 - drop_path)``); the identity at inference.
     """
     layers = _backend.keras_module().layers
     shortcut = x
@@ -151,6 +155,8 @@ def inverted_residual(
     x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{prefix}project")(x)
     x = bn(x, f"{prefix}project{names.bn}")
     if residual and stride == 1 and in_channels == filters:
+        if drop_path:
+            x = layers.Dropout(drop_path, noise_shape=(None, 1, 1, 1), name=f"{prefix}drop")(x)
         x = layers.Add(name=f"{prefix}add")([shortcut, x])
     return x
 
