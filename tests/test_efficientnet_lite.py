@@ -422,3 +422,22 @@ def test_classifier_dropout_and_stochastic_depth():
 def test_default_input_size_is_the_variants_resolution():
     model = efficientnet_lite.EfficientNetLite1(weights=None)
     assert tuple(model.input.shape) == (None, 240, 240, 3)
+
+
+def test_channels_first_matches_channels_last(tmp_path):
+    """TF "SAME" padding and the blocks in NCHW: same weights, same logits (65 px: odd sizes pad after)."""
+    size = 65
+    images = np.random.default_rng(3).normal(size=(2, size, size, 3)).astype(np.float32)
+    path = tmp_path / "lite1.safetensors"
+    save_file(synthetic_state_dict(1, seed=5), str(path))
+    last = create_model("efficientnet_lite1", weights=str(path), input_shape=(size, size, 3),
+                        classifier_activation=None)
+    try:
+        keras.config.set_image_data_format("channels_first")
+        first = create_model("efficientnet_lite1", weights=str(path), input_shape=(3, size, size),
+                             classifier_activation=None)
+        got = np.asarray(first(images.transpose(0, 3, 1, 2), training=False))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    for mine, theirs in zip(got, np.asarray(last(images, training=False)), strict=True):
+        _check_logits(mine, theirs)
