@@ -24,8 +24,8 @@ FLOORS = (
     ("pipelines", ("pipelines",)),
     ("command line", ("cli", "__main__")),
     # The public face: the package itself, keras.applications-style family modules, legacy.
-    ("public", ("", "legacy", "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet",
-                "shufflenet_v2", "squeezenet")),
+    ("public", ("", "legacy", "efficientnet_lite", "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2",
+                "mobilenet_v3", "nasnet", "shufflenet_v2", "squeezenet")),
 )
 
 

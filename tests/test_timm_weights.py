@@ -23,6 +23,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timm
 TOLERANCE = 1e-4  # of the largest |logit| (shared/reference/README.md)
 # Registry name -> the reference folder of the same timm model (random weights, timm's own names).
 TWINS = {
+    "efficientnet_lite0": "tf_efficientnet_lite0",
     "ghostnet_100": "ghostnet_100",
     "mnasnet_a1_100": "semnasnet_100",
 }

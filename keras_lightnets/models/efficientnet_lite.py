@@ -41,7 +41,7 @@ from keras_lightnets.models.builder import (
     make_divisible,
     prepare_input,
 )
-from keras_lightnets.models.registry import register_model, variant_of
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_rate
 
 PAPER = "https://arxiv.org/abs/1905.11946"
@@ -310,7 +310,9 @@ for _n, _params, _trainable, _macs, _top1 in (
     _timm_size = {3: 300, 4: 380}.get(_n)
     register_model(
         f"efficientnet_lite{_n}", BUILDERS[_n], {}, input_size=VARIANTS[_n][2], params=_params, macs=_macs,
-        top1=_top1,
+        top1=_top1, architecture="EfficientNetLite",  # one builder, five (width, depth, resolution) coefficients
+        # timm's port of TensorFlow's checkpoint (the same weights at any input size).
+        weight_files=(WeightFile(f"tf_efficientnet_lite{_n}.in1k.safetensors", VARIANTS[_n][2]),),
         notes=f"{_trainable:,} trainable parameters (timm's tf_efficientnet_lite{_n})"
         + (f"; timm's pretrained_cfg evaluates it at {_timm_size}x{_timm_size}" if _timm_size else ""),
         **_FACTS,
