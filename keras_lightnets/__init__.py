@@ -7,7 +7,8 @@ Builders return Keras 3 models; ``keras_lightnets.legacy`` has the same names
 returning tf_keras models (for TFMOT). As in keras.applications, each family has a
 module with its builders, ``preprocess_input`` and ``decode_predictions``
 (``keras_lightnets.mobilenet``, ``.mobilenet_v2``, ``.mobilenet_v3``, ``.nasnet``,
-``.squeezenet``, ``.shufflenet_v2``, ``.mnasnet``, ``.ghostnet``, ``.efficientnet_lite``).
+``.mobilenet_v4``, ``.squeezenet``, ``.shufflenet_v2``, ``.mnasnet``, ``.ghostnet``,
+``.efficientnet_lite``).
 
 Subpackages are attributes loaded on first use (``kl.compression``, ``kl.export``,
 ``kl.legacy``, ...), so ``import keras_lightnets`` imports neither TensorFlow nor
@@ -33,6 +34,7 @@ from keras_lightnets.models.mnasnet import MnasNetA1, MnasNetB1
 from keras_lightnets.models.mobilenet_v1 import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
 from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
+from keras_lightnets.models.mobilenet_v4 import MobileNetV4ConvLarge, MobileNetV4ConvMedium, MobileNetV4ConvSmall
 from keras_lightnets.models.nasnet import NASNetMobile
 from keras_lightnets.models.registry import create_model, list_models, model_config
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
@@ -40,8 +42,8 @@ from keras_lightnets.models.squeezenet import SqueezeNet
 
 # Submodules reachable as attributes of the package, imported on first access.
 FAMILY_MODULES = (
-    "efficientnet_lite", "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet",
-    "shufflenet_v2", "squeezenet",
+    "efficientnet_lite", "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "mobilenet_v4",
+    "nasnet", "shufflenet_v2", "squeezenet",
 )
 LAZY_MODULES = (
     "cli", "compression", "data", "detection", "errors", "export", "files", "imagenet", "layers", "layout", "legacy",
@@ -62,6 +64,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4",
     "GhostNet", "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
-    "NASNetMobile", "ShuffleNetV2", "SqueezeNet",
+    "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall", "NASNetMobile", "ShuffleNetV2",
+    "SqueezeNet",
     "count_macs", "create_model", "list_models", "model_config",
 ]

@@ -65,6 +65,9 @@ MobileNet = _with_tf_keras(_public.MobileNet)
 MobileNetV2 = _with_tf_keras(_public.MobileNetV2)
 MobileNetV3Large = _with_tf_keras(_public.MobileNetV3Large)
 MobileNetV3Small = _with_tf_keras(_public.MobileNetV3Small)
+MobileNetV4ConvLarge = _with_tf_keras(_public.MobileNetV4ConvLarge)
+MobileNetV4ConvMedium = _with_tf_keras(_public.MobileNetV4ConvMedium)
+MobileNetV4ConvSmall = _with_tf_keras(_public.MobileNetV4ConvSmall)
 NASNetMobile = _with_tf_keras(_public.NASNetMobile)
 ShuffleNetV2 = _with_tf_keras(_public.ShuffleNetV2)
 SqueezeNet = _with_tf_keras(_public.SqueezeNet)
@@ -72,7 +75,8 @@ SqueezeNet = _with_tf_keras(_public.SqueezeNet)
 __all__ = [
     "ChannelShuffle", "ChannelSplit", "ClassScores", "DecodeBoxes", "EfficientNetLite0", "EfficientNetLite1",
     "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4", "GhostNet", "HardSigmoid", "HardSwish",
-    "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "NASNetMobile",
+    "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
+    "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall", "NASNetMobile",
     "NonMaxSuppression", "Rescale", "ShuffleNetV2", "SqueezeNet", "count_macs", "create_model",
     "legacy_custom_objects", "list_models", "model_config",
 ]

@@ -7,6 +7,7 @@ from keras_lightnets.models import (  # noqa: F401
     mobilenet_v1,
     mobilenet_v2,
     mobilenet_v3,
+    mobilenet_v4,
     nasnet,
     shufflenet_v2,
     squeezenet,
