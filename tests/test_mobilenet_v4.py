@@ -220,6 +220,21 @@ def test_reference_logits(flavour):
 
 
 @needs_reference
+def test_reference_logits_channels_first():
+    """keras.applications' ``channels_first``: the same checkpoint, fed timm's NCHW input as it is."""
+    import keras
+
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = create_model("mobilenet_v4_conv_small", weights=str(REFERENCE / "weights.safetensors"),
+                             input_shape=(3, 224, 224), classifier_activation=None)
+        logits = np.asarray(model(np.load(REFERENCE / "input.npy"), training=False))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    _check_logits(logits, np.load(REFERENCE / "logits.npy"))
+
+
+@needs_reference
 def test_headless_model_ports_the_same_checkpoint():
     from keras_lightnets import legacy
 
