@@ -34,6 +34,7 @@ FAMILY_MODULES = {
     "shufflenet_v2": (("ShuffleNetV2",), None),
     "mnasnet": (("MnasNetA1", "MnasNetB1"), None),
     "ghostnet": (("GhostNet",), None),
+    "mobilenet_v4": (("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"), None),
     # EfficientNet-Lite's [-1, 1] is keras.applications' MobileNetV2 preprocessing ("tf").
     "efficientnet_lite": (tuple(f"EfficientNetLite{n}" for n in range(5)), "mobilenet_v2"),
 }

@@ -20,7 +20,6 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from keras_lightnets import count_macs, create_model, model_config
-from keras_lightnets.errors import InputError
 from keras_lightnets.models import mobilenet_v4
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timm" / "mobilenetv4_conv_small"
@@ -325,9 +324,14 @@ def test_alpha_other_than_one_is_refused():
         mobilenet_v4.MobileNetV4ConvSmall(alpha=-1, weights=None)
 
 
-def test_imagenet_weights_are_refused_until_registered():
-    with pytest.raises(InputError, match="no ImageNet weights"):
-        mobilenet_v4.MobileNetV4ConvSmall(input_shape=(SMALL_INPUT, SMALL_INPUT, 3))
+def test_imagenet_weights_are_timms_default_checkpoints():
+    """Each variant's ImageNet file is timm's default pretrained tag at its training size (ported
+    through the manifest: tests/test_timm_weights.py)."""
+    for variant, tag, size in (("small", "e2400_r224_in1k", 224), ("medium", "e500_r256_in1k", 256),
+                               ("large", "e600_r384_in1k", 384)):
+        config = model_config(f"mobilenet_v4_conv_{variant}")
+        assert config.input_size == size
+        assert config.weight_file() == f"mobilenetv4_conv_{variant}.{tag}.safetensors"
 
 
 def test_top_takes_any_input_size_and_headless_ends_before_the_pool():

@@ -26,6 +26,7 @@ TWINS = {
     "efficientnet_lite0": "tf_efficientnet_lite0",
     "ghostnet_100": "ghostnet_100",
     "mnasnet_a1_100": "semnasnet_100",
+    "mobilenet_v4_conv_small": "mobilenetv4_conv_small",
 }
 
 

@@ -52,7 +52,7 @@ from keras_lightnets.models.builder import (
     make_divisible,
     prepare_input,
 )
-from keras_lightnets.models.registry import register_model, variant_of
+from keras_lightnets.models.registry import WeightFile, register_model, variant_of
 from keras_lightnets.validation import check_rate
 
 PAPER = "https://arxiv.org/abs/2404.10518"
@@ -383,8 +383,9 @@ for _builder, _variant, _params, _trainable, _macs, _top1, _tag in (
 ):
     register_model(
         f"mobilenet_v4_conv_{_variant}", _builder, {}, input_size=INPUT_SIZES[_variant], params=_params,
-        macs=_macs, top1=_top1,
-        notes=(f"{_trainable:,} trainable parameters (timm's mobilenetv4_conv_{_variant}); top-1 of timm's "
-               f"{_tag} weights; no ImageNet weight files registered yet"),
+        macs=_macs, top1=_top1, architecture="MobileNetV4Conv",  # one block table per variant, one builder
+        weight_files=(WeightFile(f"mobilenetv4_conv_{_variant}.{_tag}.safetensors", INPUT_SIZES[_variant]),),
+        notes=f"{_trainable:,} trainable parameters (timm's mobilenetv4_conv_{_variant}); top-1 of timm's "
+              f"{_tag} weights",
         **_FACTS,
     )
