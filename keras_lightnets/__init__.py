@@ -6,8 +6,8 @@
 Builders return Keras 3 models; ``keras_lightnets.legacy`` has the same names
 returning tf_keras models (for TFMOT). As in keras.applications, each family has a
 module with its builders, ``preprocess_input`` and ``decode_predictions``
-(``keras_lightnets.mobilenet``, ``.mobilenet_v2``, ``.mobilenet_v3``, ``.nasnet``,
-``.mobilenet_v4``, ``.squeezenet``, ``.shufflenet_v2``, ``.mnasnet``, ``.ghostnet``,
+(``keras_lightnets.mobilenet``, ``.mobilenet_v2``, ``.mobilenet_v3``, ``.mobilenet_v4``,
+``.nasnet``, ``.squeezenet``, ``.shufflenet_v1``, ``.shufflenet_v2``, ``.mnasnet``, ``.ghostnet``,
 ``.efficientnet_lite``).
 
 Subpackages are attributes loaded on first use (``kl.compression``, ``kl.export``,
@@ -37,13 +37,14 @@ from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Sma
 from keras_lightnets.models.mobilenet_v4 import MobileNetV4ConvLarge, MobileNetV4ConvMedium, MobileNetV4ConvSmall
 from keras_lightnets.models.nasnet import NASNetMobile
 from keras_lightnets.models.registry import create_model, list_models, model_config
+from keras_lightnets.models.shufflenet_v1 import ShuffleNetV1
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
 
 # Submodules reachable as attributes of the package, imported on first access.
 FAMILY_MODULES = (
     "efficientnet_lite", "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2", "mobilenet_v3", "mobilenet_v4",
-    "nasnet", "shufflenet_v2", "squeezenet",
+    "nasnet", "shufflenet_v1", "shufflenet_v2", "squeezenet",
 )
 LAZY_MODULES = (
     "cli", "compression", "data", "detection", "errors", "export", "files", "imagenet", "layers", "layout", "legacy",
@@ -64,7 +65,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4",
     "GhostNet", "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
-    "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall", "NASNetMobile", "ShuffleNetV2",
-    "SqueezeNet",
+    "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall", "NASNetMobile", "ShuffleNetV1",
+    "ShuffleNetV2", "SqueezeNet",
     "count_macs", "create_model", "list_models", "model_config",
 ]

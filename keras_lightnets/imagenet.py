@@ -19,13 +19,15 @@ from keras_lightnets.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MODES = ("tf", "torch", "none")  # of ``preprocess_input``
+MODES = ("tf", "torch", "none", "bgr255")  # of ``preprocess_input``
 # The one vocabulary of a variant's preprocessing (``ModelConfig.preprocessing``): what its
 # ``[0, 255]`` pixels need before the model, as a ``preprocess_input`` mode and in words.
 PREPROCESSING = {
     "tf": ("tf", "scale pixels from [0, 255] to [-1, 1] (preprocess_input, mode 'tf')"),
     "in_model": ("none", "none: the model rescales [0, 255] pixels itself (include_preprocessing=True)"),
     "torch": ("torch", "pixels / 255, then minus ImageNet mean / ImageNet std, per channel (mode 'torch')"),
+    "bgr255": ("bgr255", "RGB -> BGR channel order, pixels stay in [0, 255], no mean or std (mode 'bgr255', "
+                         "megvii's ShuffleNet pipeline)"),
 }
 PREPROCESS_MODES = {name: mode for name, (mode, _) in PREPROCESSING.items()}  # -> preprocess_input's mode
 
@@ -47,6 +49,14 @@ def _check_data_format(data_format) -> None:
         raise InputError(f"`data_format` must be one of {DATA_FORMATS} or None; received data_format={data_format!r}")
 
 
+def _channels_first(data_format) -> bool:
+    if data_format is None:
+        from keras_lightnets.layout import image_data_format
+
+        data_format = image_data_format()
+    return data_format == "channels_first"
+
+
 def _channel_shape(data_format) -> tuple[int, ...]:
     """Shape of per-channel statistics that broadcasts against images in ``data_format``."""
     if data_format is None:
@@ -58,7 +68,8 @@ def _channel_shape(data_format) -> tuple[int, ...]:
 
 def preprocess_input(x, data_format=None, mode: str = "tf"):
     """Scale RGB pixels in ``[0, 255]``: ``mode="tf"`` to ``[-1, 1]``; ``"torch"`` to
-    ``(x / 255 - mean) / std`` with ImageNet mean/std; ``"none"`` returns ``x``.
+    ``(x / 255 - mean) / std`` with ImageNet mean/std; ``"bgr255"`` reverses the channel
+    order (RGB -> BGR) and keeps the ``[0, 255]`` values; ``"none"`` returns ``x``.
 
     NumPy float input is modified in place (like keras.applications); integer
     input is converted to float32 first.
@@ -69,6 +80,14 @@ def preprocess_input(x, data_format=None, mode: str = "tf"):
     if mode == "none":
         return x
     x = _as_float(x)
+    if mode == "bgr255":
+        axis = -3 if _channels_first(data_format) else -1
+        if isinstance(x, np.ndarray):
+            x[...] = np.flip(x, axis).copy()
+            return x
+        import tensorflow as tf
+
+        return tf.reverse(x, axis=[axis])
     if mode == "tf":
         if isinstance(x, np.ndarray):
             x /= 127.5
@@ -96,6 +115,11 @@ def preprocess_torch(x, data_format=None):
     return preprocess_input(x, data_format, mode="torch")
 
 
+def preprocess_bgr255(x, data_format=None):
+    """RGB -> BGR channel order, values kept in ``[0, 255]`` (megvii's ShuffleNet V1)."""
+    return preprocess_input(x, data_format, mode="bgr255")
+
+
 def rescale_arguments(mode: str) -> tuple[float | list[float], float | list[float]]:
     """``(scale, offset)`` of the ``layers.Rescale`` that does ``preprocess_input(x, mode=mode)``
     inside a model (per channel for ``"torch"``)."""
@@ -107,6 +131,9 @@ def rescale_arguments(mode: str) -> tuple[float | list[float], float | list[floa
         return (1.0 / (255.0 * std)).tolist(), (-mean / std).tolist()
     if mode == "none":
         return 1.0, 0.0
+    if mode == "bgr255":
+        raise ValueError("mode 'bgr255' reorders the channels, which no Rescale does; "
+                         "models.builder.in_model_preprocessing builds it from ChannelSplit + Concatenate")
     raise ValueError(f"`mode` must be one of {MODES}; received mode={mode!r}")
 
 

@@ -69,6 +69,7 @@ MobileNetV4ConvLarge = _with_tf_keras(_public.MobileNetV4ConvLarge)
 MobileNetV4ConvMedium = _with_tf_keras(_public.MobileNetV4ConvMedium)
 MobileNetV4ConvSmall = _with_tf_keras(_public.MobileNetV4ConvSmall)
 NASNetMobile = _with_tf_keras(_public.NASNetMobile)
+ShuffleNetV1 = _with_tf_keras(_public.ShuffleNetV1)
 ShuffleNetV2 = _with_tf_keras(_public.ShuffleNetV2)
 SqueezeNet = _with_tf_keras(_public.SqueezeNet)
 
@@ -77,6 +78,6 @@ __all__ = [
     "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4", "GhostNet", "HardSigmoid", "HardSwish",
     "MnasNetA1", "MnasNetB1", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
     "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall", "NASNetMobile",
-    "NonMaxSuppression", "Rescale", "ShuffleNetV2", "SqueezeNet", "count_macs", "create_model",
-    "legacy_custom_objects", "list_models", "model_config",
+    "NonMaxSuppression", "Rescale", "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet", "count_macs",
+    "create_model", "legacy_custom_objects", "list_models", "model_config",
 ]

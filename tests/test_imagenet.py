@@ -222,7 +222,7 @@ def test_one_preprocessing_vocabulary():
     from keras_lightnets.data.pipeline import preprocess_batch
     from keras_lightnets.models.registry import registered
 
-    assert set(imagenet.PREPROCESS_MODES) == set(imagenet.PREPROCESSING) == {"tf", "torch", "in_model"}
+    assert set(imagenet.PREPROCESS_MODES) == set(imagenet.PREPROCESSING) == {"tf", "torch", "in_model", "bgr255"}
     assert set(imagenet.PREPROCESS_MODES.values()) == set(imagenet.MODES)
     assert {config.preprocessing for config in registered()} == set(imagenet.PREPROCESSING)
     pixels = np.linspace(0, 255, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
@@ -230,6 +230,9 @@ def test_one_preprocessing_vocabulary():
         assert text and imagenet.PREPROCESS_MODES[name] == mode
         expected = imagenet.preprocess_input(pixels.copy(), mode=mode)
         np.testing.assert_allclose(preprocess_batch(pixels.copy(), name), expected, rtol=1e-6)
+        if mode == "bgr255":  # a permutation, no Rescale: in-model it is ChannelSplit + Concatenate
+            np.testing.assert_array_equal(expected, pixels[..., ::-1])
+            continue
         scale, offset = imagenet.rescale_arguments(mode)
         np.testing.assert_allclose(pixels * np.asarray(scale, np.float32) + np.asarray(offset, np.float32), expected,
                                    rtol=1e-5, atol=1e-5)

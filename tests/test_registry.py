@@ -119,7 +119,7 @@ def test_register_model_refuses_duplicates_and_bad_facts(monkeypatch):
     facts = dict(family="x", input_size=32, params=1, macs=1, top1=None, paper="https://example.invalid")
     with pytest.raises(ValueError, match="already registered"):
         register_model("squeezenet1_1", ToyNet, preprocessing="tf", **facts)
-    with pytest.raises(ValueError, match=r"`preprocessing` must be one of \['in_model', 'tf', 'torch'\]"):
+    with pytest.raises(ValueError, match=r"`preprocessing` must be one of \['bgr255', 'in_model', 'tf', 'torch'\]"):
         register_model("x_1", ToyNet, preprocessing="caffe", **facts)
     with pytest.raises(re.error):
         register_model("x_2", ToyNet, preprocessing="tf", layer_groups=[("(unclosed", r"\1")], **facts)

@@ -46,7 +46,7 @@ import numpy as np
 from keras_lightnets.errors import InputError
 from keras_lightnets.validation import check_choice, check_positive_int, is_int
 
-PREPROCESSING_CHOICES = ("in_model", "tf", "torch")
+PREPROCESSING_CHOICES = ("in_model", "tf", "torch", "bgr255")
 RESIZE_CHUNK = 256  # images resized per call (bounds the float32 copy)
 MIN_AUGMENTED_SIDE = 2.0  # pixels: a box augmentation leaves narrower or lower than this is dropped
 
@@ -286,7 +286,7 @@ def make_detection_dataset(
             column 0 is background, 0 for sigmoid heads).
         relative_boxes: divide boxes by the image size before encoding (anchors in fractions of
             the image, pytorch-ssd's priors).
-        preprocessing: ``"in_model"`` (raw ``[0, 255]`` pixels), ``"tf"`` or ``"torch"``.
+        preprocessing: ``"in_model"`` (raw ``[0, 255]`` pixels), ``"tf"``, ``"torch"`` or ``"bgr255"``.
         seed: shuffling and augmentation seed.
         augmentation: a ``DetectionAugmentation`` or None (none).
     """

@@ -9,6 +9,7 @@ from keras_lightnets.models import (  # noqa: F401
     mobilenet_v3,
     mobilenet_v4,
     nasnet,
+    shufflenet_v1,
     shufflenet_v2,
     squeezenet,
 )

@@ -78,13 +78,17 @@ def pad_for_stride(x, kernel_size: int, stride: int, mode: str, name: str):
 def conv_bn(
     x, filters: int, kernel_size: int, *, name: str, bn: BatchNorm, bn_name: str | None = None,
     stride: int = 1, act: str | None = None, act_name: str | None = None,
-    pad_mode: str = "tf", pad_name: str | None = None,
+    pad_mode: str = "tf", pad_name: str | None = None, groups: int = 1,
 ):
-    """``Conv2D`` (no bias) -> ``BatchNormalization`` -> optional activation."""
+    """``Conv2D`` (no bias) -> ``BatchNormalization`` -> optional activation.
+
+    ``groups``: a grouped convolution (``Conv2D(groups=...)``; input channels and ``filters``
+    divisible by it), e.g. ShuffleNet V1's pointwise group convolutions.
+    """
     layers = _backend.keras_module().layers
     x, padding = pad_for_stride(x, kernel_size, stride, pad_mode, pad_name or f"{name}_pad")
     x = layers.Conv2D(
-        filters, kernel_size, strides=stride, padding=padding, use_bias=False, name=name
+        filters, kernel_size, strides=stride, padding=padding, use_bias=False, groups=groups, name=name
     )(x)
     x = bn(x, bn_name or f"{name}_bn")
     return activation(x, act, act_name or f"{name}_{act}")
@@ -164,10 +168,12 @@ def inverted_residual(
 def classifier_or_pooling(
     x, *, include_top: bool, pooling: str | None, classes: int, classifier_activation,
     dropout: float = 0.0, dropout_name: str = "dropout", pool_names: tuple[str | None, str | None] = (None, None),
+    use_bias: bool = True,
 ):
     """The usual end of a network: ``GlobalAveragePooling2D`` + ``Dense`` top, or the
     optional ``pooling`` ("avg"/"max") of a headless model.
 
+    ``use_bias=False``: a classifier without bias (ShuffleNet V1's ``Linear(bias=False)``).
     Returns ``(batch, classes)`` with the top, ``(batch, channels)`` when pooled,
     else ``x`` unchanged.
     """
@@ -176,7 +182,7 @@ def classifier_or_pooling(
         x = layers.GlobalAveragePooling2D(name=pool_names[0] or "avg_pool")(x)
         if dropout:
             x = layers.Dropout(dropout, name=dropout_name)(x)
-        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        return layers.Dense(classes, activation=classifier_activation, use_bias=use_bias, name="predictions")(x)
     return global_pool(x, pooling, pool_names)
 
 

@@ -12,8 +12,9 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from keras_lightnets import _backend, imagenet
+from keras_lightnets.errors import InputError
 from keras_lightnets.layers import get_layer_class
-from keras_lightnets.layout import _shape_words, hwc, image_data_format, image_shape
+from keras_lightnets.layout import _shape_words, channel_axis, channels, hwc, image_data_format, image_shape
 from keras_lightnets.validation import check_bool, check_choice
 from keras_lightnets.weights import apply_weights
 
@@ -267,12 +268,30 @@ def in_model_preprocessing(image, include_preprocessing, mode: str):
 
     Adds a ``layers.Rescale`` named ``"rescaling"`` doing ``imagenet.preprocess_input(x,
     mode=mode)`` (``"tf"``: ``[0, 255]`` -> ``[-1, 1]``; ``"torch"``: ImageNet mean/std),
-    so the model takes raw ``[0, 255]`` pixels. ``ValueError`` unless it is a bool.
+    so the model takes raw ``[0, 255]`` pixels. ``"bgr255"`` (RGB -> BGR, values kept) is a
+    permutation, which no ``Rescale`` does: a ``ChannelSplit`` into single channels
+    (``"rescaling_split"``) and a ``Concatenate`` of them in reverse order, named
+    ``"rescaling"`` as the other modes' layer (it marks in-model preprocessing); it needs 3
+    input channels. ``ValueError`` unless ``include_preprocessing`` is a bool.
     """
     if not check_bool("include_preprocessing", include_preprocessing):
         return image
+    if mode == "bgr255":
+        return _reverse_channels(image)
     scale, offset = imagenet.rescale_arguments(mode)
     return get_layer_class("Rescale")(scale=scale, offset=offset, name=PREPROCESSING_LAYER)(image)
+
+
+def _reverse_channels(image):
+    """RGB -> BGR of a 3-channel image tensor, as standard layers (exact: values only move)."""
+    if channels(image) != 3:
+        raise InputError(
+            "include_preprocessing=True turns RGB pixels into BGR, which needs 3 input channels; "
+            f"received an input with {channels(image)} channels"
+        )
+    red, green, blue = get_layer_class("ChannelSplit")(groups=3, name=f"{PREPROCESSING_LAYER}_split")(image)
+    layers = _backend.keras_module().layers
+    return layers.Concatenate(axis=channel_axis(), name=PREPROCESSING_LAYER)([blue, green, red])
 
 
 def finish_model(

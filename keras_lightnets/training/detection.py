@@ -55,6 +55,7 @@ from typing import Any
 
 from keras_lightnets import _backend, files
 from keras_lightnets.data.detection_pipeline import (
+    PREPROCESSING_CHOICES,
     DetectionAugmentation,
     PreparedDetections,
     make_detection_dataset,
@@ -156,7 +157,7 @@ def input_preprocessing(detector) -> str:
     backbone = _info(detector).get("backbone")
     if backbone not in list_models():
         raise InputError(f"cannot tell how detector {detector.name!r} expects its pixels (backbone {backbone!r} is "
-                         "not a registry model); pass preprocessing='in_model', 'tf' or 'torch'")
+                         "not a registry model); pass preprocessing='in_model', 'tf', 'torch' or 'bgr255'")
     return model_config(backbone).preprocessing
 
 
@@ -355,7 +356,7 @@ def _resolve(arguments: dict, score: str) -> DetectionSettings:
     check_choice("schedule", arguments["schedule"], SCHEDULES)
     check_choice("optimizer", arguments["optimizer"], OPTIMIZERS)
     if arguments["preprocessing"] is not None:
-        check_choice("preprocessing", arguments["preprocessing"], ("in_model", "tf", "torch"))
+        check_choice("preprocessing", arguments["preprocessing"], PREPROCESSING_CHOICES)
     if not is_int(arguments["seed"]):
         raise InputError(f"`seed` must be an int; received seed={arguments['seed']!r}")
     rate = _positive("learning_rate", arguments["learning_rate"])

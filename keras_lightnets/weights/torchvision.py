@@ -45,6 +45,10 @@ Keras layer                  torch tensors                       Keras weights
                              ``running_mean``, ``running_var``    moving variance
 ==========================  ==================================  ==========================
 
+A grouped ``Conv2D`` (``groups`` g, e.g. ShuffleNet V1's pointwise group convs) has
+``I`` = input channels / g on both sides, torch ``(O, I/g, kh, kw)`` -> Keras
+``(kh, kw, I/g, O)``; both split the output channels into g consecutive blocks, group k
+reading input block k, so the same transpose ports it.
 ``num_batches_tracked`` counters are dropped. Every tensor of the checkpoint must
 be used (tensors of a top the headless model lacks excepted) and every shape must
 fit; otherwise an ``InputError`` names the first tensor that does not.
