@@ -25,7 +25,8 @@ FLOORS = (
     ("command line", ("cli", "__main__")),
     # The public face: the package itself, keras.applications-style family modules, legacy.
     ("public", ("", "legacy", "efficientnet_lite", "ghostnet", "mnasnet", "mobilenet", "mobilenet_v2",
-                "mobilenet_v3", "mobilenet_v4", "nasnet", "shufflenet_v2", "squeezenet")),
+                "mobilenet_v3", "mobilenet_v4", "nasnet", "shufflenet_v1",
+                "shufflenet_v2", "squeezenet")),
 )
 
 
