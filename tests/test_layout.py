@@ -35,6 +35,7 @@ FAMILY_MODULES = {
     "mnasnet": (("MnasNetA1", "MnasNetB1"), None),
     "ghostnet": (("GhostNet",), None),
     "mobilenet_v4": (("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"), None),
+    "shufflenet_v1": (("ShuffleNetV1",), "bgr255"),  # megvii's input: BGR, 0..255, no normalisation
     # EfficientNet-Lite's [-1, 1] is keras.applications' MobileNetV2 preprocessing ("tf").
     "efficientnet_lite": (tuple(f"EfficientNetLite{n}" for n in range(5)), "mobilenet_v2"),
 }
@@ -55,7 +56,9 @@ def test_family_modules_have_builders_preprocess_input_and_decode_predictions(mo
     for builder in builders:
         assert getattr(module, builder) is getattr(keras_lightnets, builder)
     pixels = image_batch(4, batch=1)
-    if twin is not None:  # the same preprocessing as keras.applications' module of that name
+    if twin == "bgr255":
+        np.testing.assert_array_equal(module.preprocess_input(pixels.copy()), pixels[..., ::-1])
+    elif twin is not None:  # the same preprocessing as keras.applications' module of that name
         theirs = importlib.import_module(f"keras.applications.{twin}")
         np.testing.assert_allclose(module.preprocess_input(pixels.copy()), theirs.preprocess_input(pixels.copy()),
                                    rtol=1e-6, atol=1e-6)

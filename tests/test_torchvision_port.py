@@ -28,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 
 from keras_lightnets import count_macs, create_model, model_config
 from keras_lightnets.cli import port_weights
+from keras_lightnets.errors import InputError
 from keras_lightnets.models import mnasnet, shufflenet_v2, squeezenet
 from keras_lightnets.weights import download, manifest_tools
 from keras_lightnets.weights import torchvision as tv
@@ -303,6 +304,23 @@ def test_pth_checkpoint_matches_the_safetensors_port(ported, tmp_path, layout):
         for mine, theirs in zip(layer.get_weights(), reference_port.get_layer(layer.name).get_weights(), strict=True):
             np.testing.assert_array_equal(mine, theirs)
     _check_logits(_logits(model, image), want)
+
+
+@needs_reference
+def test_data_parallel_prefix_is_read_under_the_wrapped_names(tmp_path):
+    """``nn.DataParallel`` saves ``module.<name>`` (megvii's ShuffleNet checkpoints): read as ``<name>``;
+    a prefix on only some names is a different model and is refused."""
+    torch_name = "shufflenet_v2_x0_5"
+    state_dict = _state_dict(torch_name)
+    wrapped = tmp_path / "wrapped.pth"
+    write_torch_zip(wrapped, {f"module.{name}": array for name, array in state_dict.items()})
+    model = create_model(CASES[torch_name], weights=str(wrapped), classifier_activation=None)
+    _, image, want = _reference(torch_name)
+    _check_logits(_logits(model, image), want)
+    partly = tmp_path / "partly.safetensors"
+    save_file({(f"module.{n}" if n.startswith("fc.") else n): a for n, a in state_dict.items()}, str(partly))
+    with pytest.raises(InputError, match=r"has no tensor 'fc\.weight'"):
+        create_model(CASES[torch_name], weights=str(partly))
 
 
 def test_torch_zip_reader_handles_strided_and_shared_storages(tmp_path):

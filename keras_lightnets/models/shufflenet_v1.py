@@ -296,5 +296,7 @@ for _groups in GROUPS:
             f"shufflenet_v1_g{_groups}_x{width_text(_alpha)}", ShuffleNetV1, {"groups": _groups, "alpha": _alpha},
             family="shufflenet_v1", input_size=224, preprocessing="bgr255", params=_params, macs=_macs,
             top1=_top1(_groups, _alpha), paper=PAPER, layer_groups=LAYER_GROUPS,
+            # Group counts share the code; groups 1 has no grouped convolution (a different int8 graph).
+            architecture=f"ShuffleNetV1(groups={'1' if _groups == 1 else '>1'})",
             notes=f"{_trainable:,} trainable parameters; {_source}; inputs BGR [0, 255] ({REFERENCE})",
         )

@@ -106,6 +106,7 @@ SAFETENSORS_DTYPES = {
     "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
 }
 _DROPPED_SUFFIXES = (".num_batches_tracked",)
+DATA_PARALLEL_PREFIX = "module."  # what nn.DataParallel puts before every state_dict name
 
 
 class UnsafeCheckpointError(InputError):
@@ -265,7 +266,13 @@ def _select(
     tensors: Mapping[str, _LazyTensor | _SafeTensor], source: str, expected: Mapping[str, tuple[int, ...]] | None,
     ignore_prefixes: Iterable[str], model_name: str,
 ) -> dict[str, np.ndarray]:
-    """Check every lazy tensor (and, given ``expected``, its name and shape), then read the wanted ones."""
+    """Check every lazy tensor (and, given ``expected``, its name and shape), then read the wanted ones.
+
+    A state_dict saved from ``nn.DataParallel`` / ``DistributedDataParallel`` (every name starts
+    with ``module.``, e.g. megvii's ShuffleNet checkpoints) is read under the wrapped names.
+    """
+    if tensors and all(name.startswith(DATA_PARALLEL_PREFIX) for name in tensors):
+        tensors = {name[len(DATA_PARALLEL_PREFIX):]: tensor for name, tensor in tensors.items()}
     for name, tensor in tensors.items():
         tensor.check(f"{source}: tensor {name!r}")
     if expected is None:
