@@ -427,11 +427,11 @@ def test_real_manifest_has_the_check_fields(monkeypatch):
         entries = download.manifest()
     finally:
         download._load_manifest.cache_clear()
-    assert len(entries) == 116
     users: dict[str, list[int]] = {}  # file -> params of the variants whose records name it
     for config in registered():
         for file in config.weight_files:
             users.setdefault(file.name, []).append(config.params)
+    assert set(entries) == set(users)  # every file a record names, and no other
     levels = {}
     for name, entry in entries.items():
         assert {"sha256", "size", "max_bytes", "verified"} <= set(entry), name
@@ -441,18 +441,21 @@ def test_real_manifest_has_the_check_fields(monkeypatch):
         assert entry["max_bytes"] >= 4 * params + (1 << 20), name  # room for the float32 weights
         if entry["size"] is not None:
             assert entry["size"] <= entry["max_bytes"]
-    assert sum(levels.values()) == 116 and levels.get("md5") == 14
+    timm = [name for name, entry in entries.items() if entry["source"] == "timm"]
+    assert len(timm) == 11 and all(entries[name]["verified"] == "none" for name in timm)  # the hub pins no digest
+    assert sum(levels.values()) == 127 and levels.get("md5") == 14
     squeezenet = entries["squeezenet1_1-b8a52dc0.pth"]
     assert squeezenet["verified"] == "sha256" and squeezenet["sha256"].startswith("b8a52dc0")
     assert squeezenet["size"] == 4_958_839
 
 
-def test_torchvision_manifest_tool_reproduces_the_file(tmp_path):
+def test_manifest_tools_reproduce_the_file(tmp_path):
     from keras_lightnets.weights import manifest_tools
 
     document = json.loads((REPO / "weights" / "manifest.json").read_text(encoding="utf8"))
-    entries = manifest_tools.torchvision_entries()
-    assert download.merge_manifest(document, entries, manifest_tools.TORCHVISION_SOURCE) == document
+    for source in (manifest_tools.TORCHVISION_SOURCE, manifest_tools.TIMM_SOURCE):
+        entries = manifest_tools.ENTRIES[source]()
+        assert download.merge_manifest(document, entries, source) == document
     bad = tmp_path / "manifest.json"
     with pytest.raises(errors.InputError, match="field 'size'"):  # the tools write only checked manifests
         download.write_manifest(bad, {"format_version": 1, "files": {"x.pth": {"url": "https://x.org", "size": -5}}})

@@ -458,14 +458,14 @@ def test_timm_manifest_entries_name_the_hub_file(monkeypatch):
     facts = dict(family="x", input_size=224, preprocessing="torch", params=5_000_000, macs=1, top1=None,
                  paper="https://example.invalid")
     registry.register_model("x_timm", squeezenet.SqueezeNet, {"version": "1.1"}, **facts,
-                            weight_files=(registry.WeightFile("ghostnet_100.in1k.safetensors", 224),))
+                            weight_files=(registry.WeightFile("toynet_100.in1k.safetensors", 224),))
     entries = manifest_tools.timm_entries()
-    entry = entries["ghostnet_100.in1k.safetensors"]
-    assert entry["url"] == "https://huggingface.co/timm/ghostnet_100.in1k/resolve/main/model.safetensors"
+    entry = entries["toynet_100.in1k.safetensors"]
+    assert entry["url"] == "https://huggingface.co/timm/toynet_100.in1k/resolve/main/model.safetensors"
     assert (entry["format"], entry["source"], entry["verified"]) == ("timm-safetensors", "timm", "none")
     assert entry["max_bytes"] == download.max_bytes_for_parameters(5_000_000)
-    download.check_entry("ghostnet_100.in1k.safetensors", entry)
-    for bad in ("model.safetensors", "../x.in1k.safetensors", "ghostnet_100.in1k.pth.safetensors"):
+    download.check_entry("toynet_100.in1k.safetensors", entry)
+    for bad in ("model.safetensors", "../x.in1k.safetensors", "toynet_100.in1k.pth.safetensors"):
         with pytest.raises(ValueError, match=r"is not '<model>\.<pretrained tag>\.safetensors'"):
             manifest_tools.timm_url(bad)
 

@@ -404,8 +404,9 @@ def test_every_registered_imagenet_file_is_in_the_manifest(name, real_manifest):
         assert entry["url"].startswith("https://")
         if entry["format"] == "keras-legacy-h5":  # one file per size and top / no top
             assert (rows, not include_top) in {(r, t) for _, r, t in files}, f"{name}: {file_name} has no twin"
-        else:  # a torch file holds the whole network, used with and without the top
-            assert entry["format"] == "torchvision-pth" and include_top and rows == model_config(name).input_size
+        else:  # a torch state_dict holds the whole network, used with and without the top
+            assert entry["format"] in ("torchvision-pth", "timm-safetensors") and include_top
+            assert rows == model_config(name).input_size
 
 
 def test_nasnet_mobile_is_covered(real_manifest):
