@@ -61,6 +61,17 @@ def smallest_per_architecture() -> list[str]:
     return sorted(chosen.values())
 
 
+def smallest_per_family() -> list[str]:
+    """The registry's smallest variant (fewest parameters) of each family: for the slowest
+    per-family checks (SavedModel export) and family-level facts (layer groups)."""
+    chosen: dict[str, str] = {}
+    for name in list_models():
+        family = model_config(name).family
+        if family not in chosen or model_config(name).params < model_config(chosen[family]).params:
+            chosen[family] = name
+    return sorted(chosen.values())
+
+
 # --------------------------------------------------------------------------- command line
 
 

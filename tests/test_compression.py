@@ -15,7 +15,7 @@ import pytest
 import tf_keras
 from helpers import image_batch, randomize_weights, smallest_per_architecture
 
-from keras_lightnets import compression, create_model
+from keras_lightnets import compression, create_model, model_config
 from keras_lightnets.compression import QuantizationError, TranslationError
 
 SIZE = 32
@@ -275,6 +275,7 @@ def test_every_model_prunes_quantizes_and_exports_to_int8(name, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_lightnets.export import to_tflite
+    from keras_lightnets.export.benchmark import delegate_coverage
     from keras_lightnets.export.describe import tflite_kernel_sparsity
 
     target = 0.5
@@ -310,3 +311,13 @@ def test_every_model_prunes_quantizes_and_exports_to_int8(name, tmp_path):
         if op["op_name"] == "CONCATENATION":
             ranges = {details[i]["quantization"] for i in [*op["inputs"], *op["outputs"]]}
             assert len(ranges) == 1, (op["index"], ranges)
+    # One XNNPACK partition where XNNPACK has the ops (grouped convolutions included); it has no int8
+    # SOFTMAX, AVERAGE_POOL_2D (ShuffleNet V1's stride-2 shortcuts, NASNet) nor standalone RELU (NASNet).
+    partitions, outside = delegate_coverage(path)
+    family = model_config(name).family
+    if family == "nasnet":
+        assert set(outside) <= {"SOFTMAX", "RELU", "AVERAGE_POOL_2D", "CONCATENATION"}, outside
+    elif family == "shufflenet_v1":
+        assert (partitions, outside) == (4, {"AVERAGE_POOL_2D": 3, "SOFTMAX": 1})
+    else:
+        assert (partitions, outside) == (1, {"SOFTMAX": 1})

@@ -3,9 +3,10 @@ registry facts, feature maps, serialization, and the every-op-is-a-layer rule (t
 registry's names, errors and records: ``test_registry.py``).
 
 Parametrized over the registry, so a newly registered variant is tested at once: what
-depends on the width (parameters, MACs, Keras 3 vs tf_keras outputs) on every variant, the
-builder's argument handling, serialization and feature maps on the smallest variant of each
-architecture (``helpers.smallest_per_architecture``: widths share every line of that code).
+depends on the width (parameters, MACs, a prediction at the default size) on every variant,
+Keras 3 vs tf_keras agreement, the builder's argument handling, serialization and feature maps
+on the smallest variant of each architecture (``helpers.smallest_per_architecture``: widths
+share every line of that code).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
-from helpers import image_batch, randomize_weights, smallest_per_architecture
+from helpers import image_batch, randomize_weights, smallest_per_architecture, smallest_per_family
 
 import keras_lightnets
 from keras_lightnets import count_macs, create_model, legacy, list_models, model_config
@@ -24,13 +25,6 @@ ALL = list_models()
 ARCHITECTURES = smallest_per_architecture()
 SMALL = 96  # input side for tests that do not need the default size
 FORBIDDEN_LAYERS = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
-
-
-def _first_per_family() -> list[str]:
-    seen: dict[str, str] = {}
-    for name in ALL:
-        seen.setdefault(model_config(name).family, name)
-    return sorted(seen.values())
 
 
 def _logits_model(name: str, flavour: str = "keras", size: int = SMALL, classes: int = 7):
@@ -101,9 +95,10 @@ def _layer_classes(model) -> set[str]:
     return {type(layer).__name__ for layer in model.layers}
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ARCHITECTURES)
 def test_keras3_and_tf_keras_agree(name):
-    """Same code, two namespaces: same layer names, weights and outputs; no Lambda in either."""
+    """Same code, two namespaces: same layer names, weights and outputs; no Lambda in either.
+    (Widths of an architecture run the same lines with other channel counts.)"""
     k3 = _logits_model(name, "keras")
     tfk = _logits_model(name, "tf_keras")
     assert isinstance(k3, keras.Model) and isinstance(tfk, tf_keras.Model)
@@ -140,7 +135,7 @@ def test_tf_keras_h5_round_trip(name, tmp_path):
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
 
 
-@pytest.mark.parametrize("name", _first_per_family())
+@pytest.mark.parametrize("name", smallest_per_family())
 def test_tf_keras_savedmodel_round_trip(name, tmp_path):
     """One variant per family: SavedModel export is slow, and variants share their layers."""
     model = _logits_model(name, "tf_keras")

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import image_batch, randomize_weights
+from helpers import image_batch, randomize_weights, smallest_per_family
 
 from keras_lightnets import count_macs, imagenet
 from keras_lightnets.errors import InputError
@@ -37,13 +37,6 @@ from keras_lightnets.training.unfreeze import block_groups, layer_groups, unfree
 from keras_lightnets.weights import download
 
 ALL = list_models()
-
-
-def _first_per_family() -> list[str]:
-    seen: dict[str, str] = {}
-    for name in ALL:
-        seen.setdefault(model_config(name).family, name)
-    return sorted(seen.values())
 
 
 # --------------------------------------------------------------------------- names and errors
@@ -128,8 +121,9 @@ def test_register_model_refuses_duplicates_and_bad_facts(monkeypatch):
 
 def test_architecture_names_the_code_path_and_ignores_the_width(monkeypatch):
     assert model_config("mobilenet_v2_035").architecture == model_config("mobilenet_v2_140").architecture
-    assert model_config("mobilenet_v3_small_100").architecture == "MobileNetV3Small()"
-    assert model_config("mobilenet_v3_small_minimal_100").architecture == "MobileNetV3Small(minimalistic=True)"
+    assert model_config("mobilenet_v3_small_100").architecture == model_config("mobilenet_v3_large_100").architecture
+    assert model_config("mobilenet_v3_small_minimal_100").architecture == "MobileNetV3(minimalistic=True)"
+    assert model_config("shufflenet_v2_x1_0").architecture == "ShuffleNetV2()"  # the default: builder, kwargs
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     facts = dict(family="x", input_size=32, params=1, macs=1, top1=None, paper="https://example.invalid",
                  preprocessing="tf")
@@ -191,7 +185,7 @@ def test_twins_exist_in_keras_applications():
         assert bench.twin_of(name) is None
 
 
-@pytest.mark.parametrize("name", _first_per_family())
+@pytest.mark.parametrize("name", smallest_per_family())
 def test_every_family_groups_every_weighted_layer(name):
     config = model_config(name)
     assert config.layer_groups, f"{config.family} declares no layer groups"

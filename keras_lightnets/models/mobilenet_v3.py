@@ -224,4 +224,6 @@ for _name, _builder, _kwargs, _params, _macs, _top1 in (
         params=_params, macs=_macs, top1=_top1, paper=PAPER,
         weight_files=_weight_files(_model_type, _kwargs["alpha"], _kwargs.get("minimalistic", False)),
         twin=(_builder.__name__, _kwargs), layer_groups=LAYER_GROUPS,
+        # Small and Large are two block tables of one code path; minimalistic changes the layers.
+        architecture=f"MobileNetV3(minimalistic={_kwargs.get('minimalistic', False)})",
     )

@@ -195,4 +195,5 @@ for _version, _file, _params, _macs, _top1 in (
         f"squeezenet{_version.replace('.', '_')}", SqueezeNet, {"version": _version}, family="squeezenet",
         input_size=224, preprocessing="torch", params=_params, macs=_macs, top1=_top1, paper=PAPER,
         weight_files=(WeightFile(_file, 224),), layer_groups=LAYER_GROUPS,
+        architecture="SqueezeNet",  # 1.0 and 1.1: the same fire modules, other stem and pool positions
     )
