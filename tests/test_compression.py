@@ -40,9 +40,14 @@ def _toy_data(count: int = 8, size: int = SIZE, seed: int = 0):
 
 
 def _short_fine_tune(model, callbacks=None):
-    """What a user's first try is: Adam, one epoch of 16 random images in batches of 8."""
+    """What a user's first try is: Adam, one epoch of 16 random images in batches of 8.
+
+    Run eagerly: two steps do not repay tracing the train step (two minutes for NASNet's graph);
+    graph-mode fits of pruned and QAT models are tested on keras.applications bases
+    (test_user_models) and by ``lightnets compress`` (tests/cli)."""
     images, labels = _toy_data(16, seed=3)
-    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  run_eagerly=True)
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0, callbacks=callbacks or [])
     return images
 
