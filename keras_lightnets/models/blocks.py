@@ -94,6 +94,20 @@ def conv_bn(
     return activation(x, act, act_name or f"{name}_{act}")
 
 
+def depthwise_bn(
+    x, kernel_size: int, *, name: str, bn: BatchNorm, stride: int = 1, act: str | None = None,
+    pad_mode: str = "symmetric",
+):
+    """``DepthwiseConv2D`` (no bias) -> ``BatchNormalization`` -> optional activation, named
+    ``name``, ``{name}_pad`` (stride 2), ``{name}_bn``, ``{name}_{act}``; PyTorch's symmetric
+    padding by default (``pad_for_stride``)."""
+    layers = _backend.keras_module().layers
+    x, padding = pad_for_stride(x, kernel_size, stride, pad_mode, f"{name}_pad")
+    x = layers.DepthwiseConv2D(kernel_size, strides=stride, padding=padding, use_bias=False, name=name)(x)
+    x = bn(x, f"{name}_bn")
+    return activation(x, act, f"{name}_{act}")
+
+
 def squeeze_excite(
     x, squeeze_filters: int, *, prefix: str, act: str = "relu", gate: str = "hard_sigmoid",
 ):

@@ -32,8 +32,8 @@ from keras_lightnets.models.blocks import (
     BatchNorm,
     activation,
     conv_bn,
+    depthwise_bn,
     global_pool,
-    pad_for_stride,
     squeeze_excite,
 )
 from keras_lightnets.models.builder import (
@@ -116,14 +116,6 @@ def torch_mapping(model) -> list[tuple[str, str]]:
             ("conv_head", "conv_head"), ("predictions", "classifier")]
 
 
-def _depthwise_bn(x, kernel: int, stride: int, name: str):
-    """kxk depthwise conv (PyTorch padding ``kernel // 2``) -> BatchNorm, no activation."""
-    layers = _backend.keras_module().layers
-    x, padding = pad_for_stride(x, kernel, stride, "symmetric", f"{name}_pad")
-    x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False, name=name)(x)
-    return _BN(x, f"{name}_bn")
-
-
 def _ghost_module(x, out_channels: int, *, relu: bool, prefix: str):
     """``(N, H, W, C)`` -> ``(N, H, W, out_channels)``: 1x1 conv + BN (+ ReLU) to half the
     channels, a 3x3 depthwise conv + BN (+ ReLU) of that, concatenated ``[primary, cheap]``.
@@ -151,13 +143,13 @@ def _ghost_bottleneck(x, *, kernel: int, expanded: int, out_channels: int, se_ra
     in_channels = channels(x)
     y = _ghost_module(x, expanded, relu=True, prefix=f"{prefix}ghost1_")
     if stride > 1:
-        y = _depthwise_bn(y, kernel, stride, f"{prefix}dw")
+        y = depthwise_bn(y, kernel, stride=stride, name=f"{prefix}dw", bn=_BN)
     if se_ratio:
         y = squeeze_excite(y, scaled(expanded, se_ratio), prefix=prefix, act="relu", gate="hard_sigmoid")
     y = _ghost_module(y, out_channels, relu=False, prefix=f"{prefix}ghost2_")
     shortcut = x
     if stride != 1 or in_channels != out_channels:
-        shortcut = _depthwise_bn(x, kernel, stride, f"{prefix}shortcut_dw")
+        shortcut = depthwise_bn(x, kernel, stride=stride, name=f"{prefix}shortcut_dw", bn=_BN)
         shortcut = conv_bn(shortcut, out_channels, 1, name=f"{prefix}shortcut_pw", bn=_BN)
     return layers.Add(name=f"{prefix}add")([y, shortcut])
 

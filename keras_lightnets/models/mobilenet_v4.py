@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from keras_lightnets import _backend, imagenet
 from keras_lightnets.layout import channels
 from keras_lightnets.models import features
-from keras_lightnets.models.blocks import BatchNorm, activation, conv_bn, global_pool, pad_for_stride
+from keras_lightnets.models.blocks import BatchNorm, conv_bn, depthwise_bn, global_pool
 from keras_lightnets.models.builder import (
     check_alpha,
     finish_model,
@@ -169,15 +169,6 @@ def torch_mapping(model, variant: str) -> list[tuple[str, str]]:
     return [*pairs, ("conv_head", "conv_head"), ("conv_head_bn", "norm_head"), ("predictions", "classifier")]
 
 
-def _depthwise_bn(x, kernel: int, stride: int, name: str, act: str | None = None):
-    """Depthwise kxk conv (PyTorch padding) -> BatchNorm -> optional activation."""
-    layers = _backend.keras_module().layers
-    x, padding = pad_for_stride(x, kernel, stride, "symmetric", f"{name}_pad")
-    x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False, name=name)(x)
-    x = _BN(x, f"{name}_bn")
-    return activation(x, act, f"{name}_{act}")
-
-
 def _block(x, block: Block, prefix: str):
     """One block of a variant's table: ``(N, H, W, C)`` -> ``(N, H/stride, W/stride, filters)``."""
     if block.kind == "conv":
@@ -191,11 +182,12 @@ def _block(x, block: Block, prefix: str):
         x = conv_bn(x, block.filters, 1, name=f"{prefix}project", bn=_BN)
     elif block.kind == "uib":
         if block.start:
-            x = _depthwise_bn(x, block.start, 1 if block.kernel else block.stride, f"{prefix}dw_start")
+            x = depthwise_bn(x, block.start, stride=1 if block.kernel else block.stride, name=f"{prefix}dw_start",
+                             bn=_BN)
         x = conv_bn(x, make_divisible(channels(x) * block.expansion), 1, name=f"{prefix}expand", bn=_BN,
                     act="relu")
         if block.kernel:
-            x = _depthwise_bn(x, block.kernel, block.stride, f"{prefix}dw_mid", act="relu")
+            x = depthwise_bn(x, block.kernel, stride=block.stride, name=f"{prefix}dw_mid", bn=_BN, act="relu")
         x = conv_bn(x, block.filters, 1, name=f"{prefix}project", bn=_BN)
     else:
         raise ValueError(f"unknown block kind {block.kind!r}")

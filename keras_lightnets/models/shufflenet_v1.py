@@ -45,7 +45,7 @@ from keras_lightnets.errors import InputError
 from keras_lightnets.layers import get_layer_class
 from keras_lightnets.layout import channel_axis, channels
 from keras_lightnets.models import features
-from keras_lightnets.models.blocks import BatchNorm, classifier_or_pooling, conv_bn, pad_for_stride
+from keras_lightnets.models.blocks import BatchNorm, classifier_or_pooling, conv_bn, depthwise_bn
 from keras_lightnets.models.builder import (
     check_alpha,
     finish_model,
@@ -141,9 +141,7 @@ def _shuffle_unit(x, out_channels: int, groups: int, stride: int, first_group: b
     mid = out_channels // 4
     main_channels = out_channels - channels(x) if stride == 2 else out_channels
     y = conv_bn(x, mid, 1, groups=1 if first_group else groups, name=f"{prefix}pw1", bn=_BN, act="relu")
-    y, padding = pad_for_stride(y, 3, stride, "symmetric", f"{prefix}dw_pad")
-    y = layers.DepthwiseConv2D(3, strides=stride, padding=padding, use_bias=False, name=f"{prefix}dw")(y)
-    y = _BN(y, f"{prefix}dw_bn")
+    y = depthwise_bn(y, 3, stride=stride, name=f"{prefix}dw", bn=_BN)
     if groups > 1:
         # megvii's shuffle, (C/g, g) -> (g, C/g): ChannelShuffle (the (g, C/g) -> (C/g, g) one) with C/g groups
         y = get_layer_class("ChannelShuffle")(groups=mid // groups, name=f"{prefix}shuffle")(y)

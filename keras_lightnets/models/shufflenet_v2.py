@@ -20,7 +20,7 @@ from keras_lightnets import _backend, imagenet
 from keras_lightnets.layers import get_layer_class
 from keras_lightnets.layout import channel_axis
 from keras_lightnets.models import features
-from keras_lightnets.models.blocks import BatchNorm, classifier_or_pooling, conv_bn, pad_for_stride
+from keras_lightnets.models.blocks import BatchNorm, classifier_or_pooling, conv_bn, depthwise_bn
 from keras_lightnets.models.builder import (
     check_alpha,
     finish_model,
@@ -84,18 +84,10 @@ def torch_mapping(model) -> list[tuple[str, str]]:
     return [*pairs, ("conv5", "conv5.0"), ("conv5_bn", "conv5.1"), ("predictions", "fc")]
 
 
-def _depthwise_bn(x, stride: int, name: str):
-    """3x3 depthwise conv (PyTorch padding 1) -> BatchNorm, no activation."""
-    layers = _backend.keras_module().layers
-    x, padding = pad_for_stride(x, 3, stride, "symmetric", f"{name}_pad")
-    x = layers.DepthwiseConv2D(3, strides=stride, padding=padding, use_bias=False, name=name)(x)
-    return _BN(x, f"{name}_bn")
-
-
 def _branch2(x, channels: int, stride: int, prefix: str):
     """1x1 conv + BN + ReLU -> 3x3 depthwise (stride) + BN -> 1x1 conv + BN + ReLU."""
     x = conv_bn(x, channels, 1, name=f"{prefix}branch2_pw1", bn=_BN, act="relu")
-    x = _depthwise_bn(x, stride, f"{prefix}branch2_dw")
+    x = depthwise_bn(x, 3, stride=stride, name=f"{prefix}branch2_dw", bn=_BN)
     return conv_bn(x, channels, 1, name=f"{prefix}branch2_pw2", bn=_BN, act="relu")
 
 
@@ -106,7 +98,7 @@ def _shuffle_unit(x, out_channels: int, stride: int, prefix: str):
     if stride == 1:
         kept, x = get_layer_class("ChannelSplit")(groups=2, name=f"{prefix}split")(x)
     else:
-        kept = _depthwise_bn(x, stride, f"{prefix}branch1_dw")
+        kept = depthwise_bn(x, 3, stride=stride, name=f"{prefix}branch1_dw", bn=_BN)
         kept = conv_bn(kept, branch_channels, 1, name=f"{prefix}branch1_pw", bn=_BN, act="relu")
     x = _branch2(x, branch_channels, stride, prefix)
     x = layers.Concatenate(axis=channel_axis(), name=f"{prefix}concat")([kept, x])
