@@ -180,6 +180,7 @@ def test_tf_keras_agrees_and_keras_file_round_trips(kind, tmp_path):
         (RetinaNet, {"fpn_channels": 0}, "`fpn_channels`"),
         (RetinaNet, {"num_convs": -1}, "`num_convs`"),
         (RetinaNet, {"prior_probability": 1.0}, "`prior_probability`"),
+        (RetinaNet, {"anchor_size": 0}, "`anchor_size`"),
         (SSD, {"width": float("nan")}, "`width`"),
         (SSD, {"anchors_per_location": 9}, "`anchors_per_location`"),
         (SSD, {"input_shape": (31, 64, 3)}, "`input_shape`"),
@@ -225,3 +226,19 @@ def test_default_input_gives_torchvision_anchors(kind, preset):
         model = RetinaNet("mobilenet_v3_large_075", 2, fpn_channels=8, num_convs=1)
     np.testing.assert_array_equal(model.anchors, preset_anchors(preset))
     assert model.outputs[0].shape[1] == len(model.anchors)
+
+
+def test_retinanet_anchor_size_scales_every_level():
+    """``anchor_size`` halves every anchor side (torchvision's integer sides at 16 and 32 alike); the
+    anchor centres and count stay."""
+    from keras_lightnets.detection.builders import RETINANET_SIZES, retinanet_sizes
+
+    assert retinanet_sizes(32) == RETINANET_SIZES
+    assert retinanet_sizes(16)[1:] == RETINANET_SIZES[:-1] and retinanet_sizes(16)[0] == (16, 20, 25)
+    wide, small = (RetinaNet("mobilenet_v2_035", 2, input_shape=(SIZE, SIZE, 3), fpn_channels=8, num_convs=1,
+                             anchor_size=a) for a in (32, 16))
+    assert small.detector_info["anchor_size"] == 16 and wide.detector_info["anchor_size"] == 32
+    np.testing.assert_allclose((small.anchors[:, :2] + small.anchors[:, 2:]) / 2,
+                               (wide.anchors[:, :2] + wide.anchors[:, 2:]) / 2, atol=0.5)
+    sides = small.anchors[:, 2:] - small.anchors[:, :2]
+    np.testing.assert_allclose(sides[:9], (wide.anchors[:9, 2:] - wide.anchors[:9, :2]) / 2, atol=1.0)

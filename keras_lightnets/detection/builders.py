@@ -58,9 +58,20 @@ MIN_INPUT = 32  # pixels per side: the stride-32 level needs at least one cell
 SSDLITE_EXTRAS = (512, 256, 256, 128)  # torchvision ssdlite320_mobilenet_v3_large's extra levels
 SSD_EXTRAS = (512, 256, 256, 256)  # pytorch-ssd MobileNetV1-SSD's extra levels (classic SSD)
 SSDLITE_RATIOS = {2: (), 4: (2,), 6: (2, 3)}  # anchors per location -> DefaultBoxGenerator's extra ratios
-# torchvision RetinaNet's AnchorGenerator sizes for P3..P7 (32, 64, ... each times 2 ** (0, 1/3, 2/3)).
-RETINANET_SIZES = ((32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406), (512, 645, 812))
 RETINANET_RATIOS = (0.5, 1.0, 2.0)
+RETINANET_ANCHOR_SIZE = 32  # torchvision's P3 anchor side, pixels
+
+
+def retinanet_sizes(anchor_size: int = RETINANET_ANCHOR_SIZE) -> tuple[tuple[int, int, int], ...]:
+    """The anchor sides (pixels) of P3..P7 as torchvision's ``AnchorGenerator`` for RetinaNet:
+    ``s = anchor_size * 2 ** level`` (level 0..4), each ``(s, int(s * 2 ** (1/3)), int(s * 2 ** (2/3)))``."""
+    return tuple(
+        (s, int(s * 2.0 ** (1.0 / 3)), int(s * 2.0 ** (2.0 / 3))) for s in (anchor_size * 2**k for k in range(5))
+    )
+
+
+# torchvision RetinaNet's sizes for P3..P7: ((32, 40, 50), (64, 80, 101), ..., (512, 645, 812)).
+RETINANET_SIZES = retinanet_sizes()
 DECODING_KEYS = ("score", "background_class", "box_coding", "anchor_format")
 
 
@@ -251,7 +262,7 @@ def SSDLite(
 def RetinaNet(
     backbone: str, num_classes: int, input_shape=(320, 320, 3), flavour: str | None = None,
     fpn_channels: int = 256, num_convs: int = 4, prior_probability: float = 0.01, name: str | None = None,
-    backbone_weights=None,
+    backbone_weights=None, anchor_size: int = RETINANET_ANCHOR_SIZE,
 ):
     """torchvision-style RetinaNet on a registry backbone.
 
@@ -261,12 +272,15 @@ def RetinaNet(
     every level) give 9 anchors per location. Where a backbone's sizes are odd, the upsampled
     map is cropped or extended with layers to the lateral's size, reproducing torchvision's
     nearest interpolation (see ``heads._match_axis``). Anchors: ``retinanet_anchors(sizes,
-    image_size, RETINANET_SIZES, (0.5, 1, 2))``. The class bias starts at
+    image_size, retinanet_sizes(anchor_size), (0.5, 1, 2))``: P3's sides are ``anchor_size``
+    (pixels; torchvision's 32, made for ~800-pixel images) times ``2 ** (0, 1/3, 2/3)``, doubling
+    per level; smaller inputs with small objects want a smaller ``anchor_size``. The class bias starts at
     ``-log((1 - prior_probability) / prior_probability)``. ``errors.InputError`` names a bad argument.
     """
     height, width_px, _ = _check_common(backbone, num_classes, input_shape, flavour)
     check_positive_int("fpn_channels", fpn_channels)
     check_positive_int("num_convs", num_convs)
+    check_positive_int("anchor_size", anchor_size)
     if (
         isinstance(prior_probability, bool) or not isinstance(prior_probability, int | float)
         or not 0.0 < prior_probability < 1.0
@@ -277,21 +291,22 @@ def RetinaNet(
     if flavour is not None:
         with _backend.use_flavour(flavour):
             return RetinaNet(backbone, num_classes, input_shape, None, fpn_channels, num_convs, prior_probability,
-                             name, backbone_weights)
+                             name, backbone_weights, anchor_size)
     prefix = "retinanet"
     inputs, maps = _backbone_maps(backbone, input_shape, (8, 16, 32), backbone_weights, prefix)
     check_levels(list(maps.values()), input_shape, "RetinaNet's stride 8, 16 and 32 maps")
     levels = heads.fpn([maps[8], maps[16], maps[32]], fpn_channels, prefix=f"{prefix}_fpn")
     sizes = check_levels(levels, input_shape, "RetinaNet's five levels")
-    anchors_per_location = len(RETINANET_SIZES[0]) * len(RETINANET_RATIOS)
-    anchors = retinanet_anchors(sizes, (height, width_px), RETINANET_SIZES, RETINANET_RATIOS)
+    anchor_sides = retinanet_sizes(int(anchor_size))
+    anchors_per_location = len(anchor_sides[0]) * len(RETINANET_RATIOS)
+    anchors = retinanet_anchors(sizes, (height, width_px), anchor_sides, RETINANET_RATIOS)
     classes, boxes = heads.retinanet_heads(
         levels, num_classes, anchors_per_location, prefix=prefix, num_convs=num_convs,
         prior_probability=float(prior_probability),
     )
     info = {
         "type": "retinanet", "backbone": backbone, "num_classes": int(num_classes), "input_shape": tuple(input_shape),
-        "anchors_per_location": anchors_per_location, **torchvision_decoding("sigmoid", RETINANET_WEIGHTS),
-        "levels": level_info([8, 16, 32, 64, 128], sizes, levels),
+        "anchors_per_location": anchors_per_location, "anchor_size": int(anchor_size),
+        **torchvision_decoding("sigmoid", RETINANET_WEIGHTS), "levels": level_info([8, 16, 32, 64, 128], sizes, levels),
     }
     return finish_detector(inputs, classes, boxes, anchors, name or f"retinanet_{backbone}", info)
