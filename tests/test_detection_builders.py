@@ -126,15 +126,17 @@ def test_flattened_rows_follow_the_anchor_order():
 
 @pytest.mark.parametrize(("small", "large"), [(4, 7), (7, 15), (4, 8), (3, 5)])
 def test_fpn_upsampling_matches_nearest_interpolation_to_the_lateral_size(small, large):
-    """torchvision: ``interpolate(size=(H, W), mode="nearest")`` reads source row ``floor(i * h / H)``."""
-    inputs = keras.Input((small, small, 1))
-    x = keras.layers.UpSampling2D(2, interpolation="nearest")(inputs)
-    x = heads._match_axis(x, large, 1, prefix="h")
-    x = heads._match_axis(x, large, 2, prefix="w")
-    values = np.arange(small * small, dtype="float32").reshape(1, small, small, 1)
-    got = keras.Model(inputs, x).predict(values, verbose=0)[0, ..., 0]
-    index = (np.arange(large) * small) // large
-    np.testing.assert_array_equal(got, values[0, ..., 0][np.ix_(index, index)])
+    """torchvision: ``interpolate(size=(H, W), mode="nearest")`` reads source row ``floor(i * h / H)``;
+    ``upsample_nearest`` equals ``UpSampling2D(2, "nearest")`` on a non-square, multi-channel map."""
+    inputs = keras.Input((small, small + 1, 3))
+    doubled = heads.upsample_nearest(inputs, prefix="up")
+    x = heads._match_axis(doubled, large, 1, prefix="h")
+    x = heads._match_axis(x, large + 2, 2, prefix="w")
+    values = np.arange(small * (small + 1) * 3, dtype="float32").reshape(1, small, small + 1, 3)
+    twice, got = keras.Model(inputs, [doubled, x]).predict(values, verbose=0)
+    np.testing.assert_array_equal(twice[0], values[0].repeat(2, axis=0).repeat(2, axis=1))
+    rows, cols = (np.arange(large) * small) // large, (np.arange(large + 2) * (small + 1)) // (large + 2)
+    np.testing.assert_array_equal(got[0], values[0][np.ix_(rows, cols)])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -123,11 +123,28 @@ def _match_axis(x, target: int, axis: int, *, prefix: str):
     return layers.ZeroPadding2D(amount(target - have), name=f"{prefix}_pad")(x)
 
 
+def upsample_nearest(x, *, prefix: str):
+    """``(B, H, W, C)`` -> ``(B, 2H, 2W, C)``, every value repeated 2x2 (``UpSampling2D(2, "nearest")``).
+
+    Built of ``Concatenate`` and ``Reshape`` (each pixel's channels twice = each pixel twice along
+    the width; each row twice = each row twice along the height), which TFLite's XNNPACK delegate
+    runs in float and int8; ``UpSampling2D`` converts to ``TILE`` ops, which it does not take.
+    The last layer is named ``prefix``.
+    """
+    layers = _backend.keras_module().layers
+    height, width = spatial_size(x, "channels_last")
+    channels = int(x.shape[-1])
+    pixels = layers.Concatenate(axis=-1, name=f"{prefix}_cols")([x, x])  # (H, W, 2C) = (H, 2W, C)
+    rows = layers.Reshape((height, 2 * width * channels), name=f"{prefix}_rows_flat")(pixels)
+    rows = layers.Concatenate(axis=-1, name=f"{prefix}_rows")([rows, rows])  # (H, 2 * 2WC) = (2H, 2W, C)
+    return layers.Reshape((2 * height, 2 * width, channels), name=prefix)(rows)
+
+
 def fpn(features: Sequence, channels: int, *, prefix: str):
     """P3..P7 from the stride 8, 16 and 32 maps (torchvision ``FeaturePyramidNetwork`` + ``LastLevelP6P7``).
 
-    1x1 lateral convs (with bias); top-down: ``UpSampling2D(2, "nearest")`` (made to the lateral's
-    size by ``_match_axis``) + ``Add``; 3x3 output convs; P6 = 3x3/s2 conv on P5, P7 = 3x3/s2 conv on
+    1x1 lateral convs (with bias); top-down: nearest 2x upsampling (``upsample_nearest``, made to
+    the lateral's size by ``_match_axis``) + ``Add``; 3x3 output convs; P6 = 3x3/s2 conv on P5, P7 = 3x3/s2 conv on
     ReLU(P6) (symmetric padding 1, as PyTorch). Returns the five maps, finest first.
     """
     layers = _backend.keras_module().layers
@@ -137,7 +154,7 @@ def fpn(features: Sequence, channels: int, *, prefix: str):
     merged = [laterals[-1]]
     for k in (4, 3):
         lateral = laterals[k - 3]
-        top = layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up{k}")(merged[0])
+        top = upsample_nearest(merged[0], prefix=f"{prefix}_up{k}")
         height, width = spatial_size(lateral, "channels_last")
         top = _match_axis(top, height, 1, prefix=f"{prefix}_up{k}_h")
         top = _match_axis(top, width, 2, prefix=f"{prefix}_up{k}_w")
