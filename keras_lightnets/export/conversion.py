@@ -31,7 +31,16 @@ from typing import Any
 
 import numpy as np
 
+from keras_lightnets.export.benchmark import delegate_coverage
 from keras_lightnets.export.describe import describe_tflite
+from keras_lightnets.export.detectors import (
+    POSTPROCESS_FLOAT_OPS,
+    DetectionExport,
+    detection_export,
+    is_detector,
+    order_outputs,
+    postprocess_converter,
+)
 from keras_lightnets.export.images import collect_images
 from keras_lightnets.export.inputs import (
     check_output_path,
@@ -72,6 +81,12 @@ class ExportRequest:
     allow_float_ops: bool
     per_channel: bool
     strip_names: bool
+    detection: DetectionExport | None = None
+
+    @property
+    def postprocessed(self) -> bool:
+        """The file ends with ``TFLite_Detection_PostProcess`` (float32 outputs)."""
+        return self.detection is not None and not self.detection.raw
 
     @property
     def calibration_images(self) -> int:
@@ -121,7 +136,7 @@ def _calibration_samples(
 def resolve_request(
     model: Any, path: str | os.PathLike, quantization: str, representative_data: Any, *, batch_size: int,
     input_shape: Sequence[int] | None, num_samples: int, allow_float_ops: bool, per_channel: bool,
-    strip_names: bool,
+    strip_names: bool, detection: dict[str, Any] | None = None,
 ) -> ExportRequest:
     """Check every argument of ``to_tflite`` (the model first, the calibration data last) and gather
     the calibration images; no conversion work is done."""
@@ -134,14 +149,31 @@ def resolve_request(
     shape, dtype = resolve_input_shape(model, input_shape)
     qat = is_qat_model(model)
     _check_mode(quantization, flavour, qat, per_channel, strip_names)
+    export = _detection(model, detection or {}, batch_size)
     samples = None
     if quantization == "int8" and not qat:
         samples = _calibration_samples(representative_data, shape, batch_size, num_samples)
     return ExportRequest(
         model=model, path=path, quantization=quantization, flavour=flavour, qat=qat, batch_size=batch_size,
         input_shape=shape, input_dtype=dtype, samples=samples, allow_float_ops=allow_float_ops,
-        per_channel=per_channel, strip_names=strip_names,
+        per_channel=per_channel, strip_names=strip_names, detection=export,
     )
+
+
+def _detection(model: Any, arguments: dict[str, Any], batch_size: int) -> DetectionExport | None:
+    """The detection settings of a detector (``postprocess`` defaults to ``"regular"``); None for
+    other models, which must not be given any."""
+    given = {k: v for k, v in arguments.items() if v is not None}
+    if not is_detector(model):
+        if given:
+            raise ValueError(f"{', '.join(f'`{k}`' for k in given)} apply to detectors only (models with "
+                             "`anchors` and `detector_info`, from keras_lightnets.detection)")
+        return None
+    export = detection_export(model, **{"postprocess": "regular", **given})
+    if not export.raw and batch_size != 1:
+        raise ValueError(f"TFLite_Detection_PostProcess handles one image per invoke: batch_size must be 1 with "
+                         f"postprocess={export.postprocess!r} (postprocess='raw' takes any); received {batch_size}")
+    return export
 
 
 # --------------------------------------------------------------------------- phase 2: conversion
@@ -186,7 +218,8 @@ def _configure(converter: Any, request: ExportRequest) -> None:
         converter.target_spec.supported_types = [tf.float16]
     elif request.quantization == "int8":
         converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if not request.postprocessed:  # the post-processing op's outputs stay float32
+            converter.inference_output_type = tf.int8
         # With QAT and no dataset, TF's metrics step rejects INT8-only ops; float ops are checked after.
         if not request.qat:
             converter.representative_dataset = _representative(request.samples, request.batch_size)
@@ -237,22 +270,35 @@ def _flatbuffer(request: ExportRequest) -> bytes:
     # int8: the package's layers trace their int8 form (e.g. HardSwish as ops XNNPACK runs in int8).
     tracing = int8_graph(request.model) if request.quantization == "int8" else contextlib.nullcontext()
     with tracing:
-        converter = _converter(request.model, request.input_shape, request.input_dtype, request.batch_size)
+        if request.postprocessed:
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((1, *request.input_shape), tf.as_dtype(request.input_dtype), name="images")
+            converter = postprocess_converter(request.model, spec, request.detection)
+        else:
+            converter = _converter(request.model, request.input_shape, request.input_dtype, request.batch_size)
         _configure(converter, request)
         content = _convert(converter, request.quantization)
+    if request.postprocessed:
+        content = order_outputs(content)
     return _without_names(content) if request.strip_names else content
 
 
 # --------------------------------------------------------------------------- phase 3: check and report
 
-def _check_int8(summary: TFLiteSummary, allow_float_ops: bool) -> None:
-    """An ``int8`` file has int8 inputs and outputs and no float op (unless allowed)."""
-    wrong = [f"{t.name}: {t.dtype}" for t in summary.inputs + summary.outputs if t.dtype != "int8"]
+def _check_int8(summary: TFLiteSummary, allow_float_ops: bool, postprocessed: bool = False) -> None:
+    """An ``int8`` file has int8 inputs and outputs and no float op (unless allowed). A file ending
+    with ``TFLite_Detection_PostProcess`` has float32 outputs, and float tensors only at the
+    ``DEQUANTIZE`` ops feeding it and the op itself."""
+    tensors = summary.inputs + ([] if postprocessed else summary.outputs)
+    wrong = [f"{t.name}: {t.dtype}" for t in tensors if t.dtype != "int8"]
     if wrong:
         raise ConversionError(f"int8 conversion left non-int8 inputs/outputs: {', '.join(wrong)}")
-    compute = [op for op in summary.float_ops if op not in BRIDGE_OPS]
-    if summary.float_ops and not allow_float_ops:
-        named = compute or summary.float_ops
+    allowed = POSTPROCESS_FLOAT_OPS if postprocessed else frozenset()
+    float_ops = [op for op in summary.float_ops if op not in allowed]
+    compute = [op for op in float_ops if op not in BRIDGE_OPS]
+    if float_ops and not allow_float_ops:
+        named = compute or float_ops
         counts = ", ".join(f"{op} x{summary.op_counts.get(op, 0)}" for op in named)
         raise ConversionError(
             f"int8 conversion left float ops: {counts}. These ops have no int8 kernel (the converter kept them in "
@@ -267,6 +313,7 @@ def _report(request: ExportRequest, summary: TFLiteSummary, seconds: float) -> E
         input_shape=list(request.input_shape), op_counts=summary.op_counts, inputs=summary.inputs,
         outputs=summary.outputs, float_ops=summary.float_ops, representative_samples=request.calibration_images,
         seconds=round(seconds, 3), per_channel=request.per_channel, strip_names=request.strip_names,
+        detection=None if request.detection is None else request.detection.as_dict(),
     )
 
 
@@ -274,7 +321,9 @@ def to_tflite(
     model: Any, path: str | os.PathLike, quantization: str = "none", representative_data: Any = None, *,
     batch_size: int = 1, input_shape: Sequence[int] | None = None,
     num_samples: int = MAX_REPRESENTATIVE_SAMPLES, allow_float_ops: bool = False, per_channel: bool = True,
-    strip_names: bool = False,
+    strip_names: bool = False, postprocess: str | None = None, score_threshold: float | None = None,
+    iou_threshold: float | None = None, max_detections: int | None = None,
+    detections_per_class: int | None = None,
 ) -> ExportReport:
     """Convert ``model`` to a ``.tflite`` file at ``path`` and describe it.
 
@@ -297,6 +346,15 @@ def to_tflite(
     after every TF op folded into it, 3-10% of a small file), as TFLite's
     ``flatbuffer_utils.strip_strings`` does. Inputs and outputs are then found by index.
 
+    Detectors (``keras_lightnets.detection``; see ``export.detectors``): ``postprocess`` is
+    ``"regular"`` (default: per-class NMS in TFLite's ``TFLite_Detection_PostProcess``, outputs
+    boxes, classes, scores, count as the TF Object Detection API), ``"fast"`` (its class-agnostic
+    NMS) or ``"raw"`` (the class logits and box deltas); ``score_threshold`` (0.05),
+    ``iou_threshold`` (0.5), ``max_detections`` (100) and ``detections_per_class`` (100, regular
+    NMS) configure the op. ``representative_data`` are then images as the detector takes them.
+    The report adds ``detection`` (these settings) and, for every file, how XNNPACK
+    delegates it (``delegate_partitions``, ``ops_outside_delegate``).
+
     Arguments are checked before any conversion work (``ValueError``, or
     ``FileNotFoundError`` for a missing folder); a converter failure raises
     ``ConversionError``. The file is written atomically: nothing is left at
@@ -306,10 +364,14 @@ def to_tflite(
     request = resolve_request(
         model, path, quantization, representative_data, batch_size=batch_size, input_shape=input_shape,
         num_samples=num_samples, allow_float_ops=allow_float_ops, per_channel=per_channel, strip_names=strip_names,
+        detection={"postprocess": postprocess, "score_threshold": score_threshold, "iou_threshold": iou_threshold,
+                   "max_detections": max_detections, "detections_per_class": detections_per_class},
     )
     content = _flatbuffer(request)
     summary = describe_tflite(content)
     if request.quantization == "int8":
-        _check_int8(summary, request.allow_float_ops)
+        _check_int8(summary, request.allow_float_ops, request.postprocessed)
     write_bytes(request.path, content)
-    return _report(request, summary, time.perf_counter() - started)
+    report = _report(request, summary, time.perf_counter() - started)
+    report.delegate_partitions, report.ops_outside_delegate = delegate_coverage(request.path)
+    return report

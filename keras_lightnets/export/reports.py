@@ -60,7 +60,10 @@ class ExportReport:
     ``representative_samples``: images used to calibrate (0 unless a float model is
     converted to ``int8``); ``seconds``: wall time of the conversion; ``per_channel``:
     weight scales per output channel (``False``: per tensor); ``strip_names``: tensor
-    names dropped (both: see ``to_tflite``).
+    names dropped (both: see ``to_tflite``); ``detection``: a detector's post-processing
+    settings (``export.detectors.DetectionExport.as_dict``), else None;
+    ``delegate_partitions`` / ``ops_outside_delegate``: how LiteRT's XNNPACK delegate splits
+    the file and which ops (name: count) it leaves to the built-in kernels.
     """
 
     path: str
@@ -78,6 +81,9 @@ class ExportReport:
     seconds: float
     per_channel: bool = True
     strip_names: bool = False
+    detection: dict[str, Any] | None = None
+    delegate_partitions: int = 0
+    ops_outside_delegate: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from keras_lightnets.export.detectors import is_detector
 from keras_lightnets.export.images import check_labels, collect_images_and_labels
 from keras_lightnets.export.inputs import check_tflite_path, exportable
 from keras_lightnets.export.litert import open_interpreter
 from keras_lightnets.export.reports import VerifyReport
+from keras_lightnets.export.verify_detection import DetectionVerifyReport, verify_detector
 from keras_lightnets.validation import check_positive_int
 
 
@@ -93,8 +95,9 @@ def _accuracy(scores: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 def verify_tflite(
     path: str | os.PathLike, model: Any, data: Any, *, labels: Any = None, num_samples: int | None = None,
-    threads: int | None = None,
-) -> VerifyReport:
+    threads: int | None = None, ground_truth: Any = None, agreement_iou: float | None = None,
+    agreement_score: float | None = None,
+) -> VerifyReport | DetectionVerifyReport:
     """Run the file with LiteRT image by image and compare with ``model`` on the same images.
 
     ``data``: what the model takes, ``(N, H, W, C)``, or an iterable of batches or
@@ -104,7 +107,24 @@ def verify_tflite(
     class indices ``(N,)`` for the accuracy of both; by default the labels ``data``
     carries (``(images, labels)`` pairs), if any. ``num_samples``: use at most this
     many images.
+
+    For a detector (``keras_lightnets.detection``; a file of ``to_tflite`` with any
+    ``postprocess``) it returns ``export.verify_detection``'s ``DetectionVerifyReport``: the
+    per-image box agreement and, given ``ground_truth`` (per-image ``{"boxes", "classes"}`` or an
+    object with ``boxes`` / ``classes`` / ``counts``), the mAP of each side and their difference;
+    ``agreement_iou`` (0.9) and ``agreement_score`` (0.5) set what counts as the same box.
     """
+    options = {k: v for k, v in (("agreement_iou", agreement_iou), ("agreement_score", agreement_score))
+               if v is not None}
+    if is_detector(model):
+        if labels is not None:
+            raise ValueError("`labels` are class indices for classifiers; pass a detector's boxes and classes as "
+                             "`ground_truth`")
+        return verify_detector(path, model, data, ground_truth=ground_truth, num_samples=num_samples,
+                               threads=threads, **options)
+    if ground_truth is not None or options:
+        raise ValueError("`ground_truth`, `agreement_iou` and `agreement_score` apply to detectors only; pass a "
+                         "classifier's class indices as `labels`")
     started = time.perf_counter()
     path = check_tflite_path(path)
     model, data = exportable(model, data, what="verify_tflite")
