@@ -14,7 +14,7 @@ import pytest
 from helpers import randomize_weights
 
 from keras_lightnets.data.digit_scenes import make_digit_scenes
-from keras_lightnets.detection import SSD, RetinaNet, SSDLite
+from keras_lightnets.detection import SSD, RetinaNet, SSDLite, create_detector, list_detectors
 from keras_lightnets.errors import InputError
 from keras_lightnets.export import detection_metadata, to_tflite, verify_tflite
 from keras_lightnets.export.detectors import OUTPUT_NAMES, detection_export, postprocess_options, tflite_anchors
@@ -181,3 +181,20 @@ def test_agreement_counts_same_class_boxes_above_the_iou():
     empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
     assert agreement(empty, empty, iou=0.9, score=0.5) == (1.0, 0, 0)
     assert agreement(a, empty, iou=0.9, score=0.5) == (0.0, 2, 0)
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_preset_exports_to_int8_and_verifies(name, tmp_path):
+    """Each reference preset (random initialisation, raw pixels in) as a full-int8 file ending in
+    the post-processing op, run by LiteRT and verified against its Keras model."""
+    detector = create_detector(name, include_preprocessing=True)
+    size = tuple(int(v) for v in detector.detector_info["input_shape"][:2])
+    images = np.random.default_rng(0).uniform(0, 255, (3, *size, 3)).astype("float32")
+    report = to_tflite(detector, tmp_path / f"{name}.tflite", "int8", images[:2], postprocess="regular",
+                       max_detections=10)
+    assert report.inputs[0].dtype == "int8" and report.inputs[0].shape == [1, *size, 3]
+    assert set(report.float_ops) == {"DEQUANTIZE", "CUSTOM:TFLite_Detection_PostProcess"}
+    assert [t.name for t in report.outputs] == list(OUTPUT_NAMES)
+    verified = verify_tflite(report.path, detector, images[2:])
+    assert verified.samples == 1 and verified.postprocess == "regular" and verified.input_dtype == "int8"
+    assert 0.0 <= verified.box_agreement <= 1.0 and verified.keras_map50 is None
