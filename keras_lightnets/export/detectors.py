@@ -220,12 +220,23 @@ def order_outputs(content: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def detection_metadata(model: Any, export: DetectionExport, labels: Any = None) -> dict[str, Any]:
+def detection_metadata(model: Any, export: Any = None, labels: Any = None) -> dict[str, Any]:
     """What an app needs beside the file: input size and normalisation, labels, outputs, anchors.
 
-    ``labels``: the foreground class names (``K`` of them) or None. ``anchors`` are listed in the
-    op's convention (cy, cx, h, w fractions), rounded to 7 digits.
+    ``export``: how the file was made: the ``ExportReport`` of ``to_tflite``, a ``DetectionExport``
+    or None (the defaults, ``postprocess="regular"``). ``labels``: the foreground class names
+    (``K`` of them) or None. ``anchors`` are listed in the op's convention (cy, cx, h, w
+    fractions), rounded to 7 digits.
     """
+    if export is None:
+        export = detection_export(model, "regular")
+    elif not isinstance(export, DetectionExport):
+        settings = getattr(export, "detection", None)
+        if not isinstance(settings, dict):
+            raise InputError("`export` must be to_tflite's report for this detector, a DetectionExport or None; "
+                             f"received {type(export).__name__}")
+        keys = ("postprocess", "score_threshold", "iou_threshold", "max_detections", "detections_per_class")
+        export = detection_export(model, **{k: settings[k] for k in keys})
     from keras_lightnets.training.detection import input_preprocessing
 
     names = None
