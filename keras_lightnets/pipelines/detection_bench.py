@@ -178,9 +178,10 @@ def evaluate(detector, scenes, preprocessing: str, *, batch_size: int = 32) -> d
     return metrics.coco_map(truth, detections, num_classes=NUM_CLASSES)
 
 
-def measure(benchmark: DetectionBenchmark, recipe: DetectorRecipe, data: dict,
-            progress: Callable[[str], None] = _to_stderr) -> DetectorFigures:
-    """Build, train (``fit_detector`` into ``OUTPUT/<name>``) and evaluate one detector."""
+def train(benchmark: DetectionBenchmark, recipe: DetectorRecipe, data: dict,
+          progress: Callable[[str], None] = _to_stderr):
+    """Build ``recipe``'s detector and train it (``fit_detector`` into ``OUTPUT/<name>``); returns
+    ``(fit result, parameters, MACs, anchors)``."""
     import keras
 
     from keras_lightnets.macs import count_macs
@@ -202,6 +203,13 @@ def measure(benchmark: DetectionBenchmark, recipe: DetectorRecipe, data: dict,
     )
     progress(f"{recipe.name}: {result.epochs} epochs in {result.seconds:.0f} s"
              + (" (time budget spent)" if result.stopped_by_budget else ""))
+    return result, params, macs, anchors
+
+
+def measure(benchmark: DetectionBenchmark, recipe: DetectorRecipe, data: dict,
+            progress: Callable[[str], None] = _to_stderr) -> DetectorFigures:
+    """Build, train (``train``) and evaluate one detector."""
+    result, params, macs, anchors = train(benchmark, recipe, data, progress)
     started = time.monotonic()
     scores = evaluate(result.model, data["test"], result.preprocessing, batch_size=recipe.batch_size)
     seconds = time.monotonic() - started
