@@ -11,6 +11,12 @@
    (``{"variants": {name: {"accuracy", "size_bytes", "latency_ms", ...}}}``,
    accuracy a fraction) and ``DIR/report.png``.
 
+``--task detect``: the detection part (``pipelines.detection_export_bench`` at demo size): SSDLite
+on ``--model`` (default MobileNetV2 1.0) trained from scratch on the bundled digit scenes, then
+``float``, ``int8_ptq`` and ``int8_qat`` ``.tflite`` files ending in TFLite_Detection_PostProcess,
+each measured with LiteRT (mAP@.5 vs the float Keras model, box agreement, size, latency) into
+``DIR/report.md``, ``DIR/report.json`` and ``DIR/report.png``.
+
 Re-running into the same ``--output`` replaces the previous demo (its trained
 model only once the new training has completed an epoch). Exit codes: 0, 2 bad
 input (``errors.InputError``), 1 a failure while working; one line on stderr.
@@ -33,16 +39,38 @@ DESCRIPTION = ("Train a registered model on the bundled digits, export float, in
                "variants, evaluate and benchmark each with LiteRT, and write report.json and report.png.")
 
 
+# --task -> the defaults of the arguments whose meaning depends on it.
+TASK_DEFAULTS = {
+    "classify": {"model": "mobilenet_v3_small_100", "image_size": 48, "epochs": 10, "fine_tune_epochs": 5,
+                 "variants": ",".join(DEMO_VARIANTS)},
+    "detect": {"model": "mobilenet_v2_100", "image_size": 128, "epochs": 6, "fine_tune_epochs": 0,
+               "variants": "float,int8_ptq,int8_qat"},
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` command's arguments to ``parser``."""
+    classify, detect = TASK_DEFAULTS["classify"], TASK_DEFAULTS["detect"]
+    parser.add_argument("--task", choices=tuple(TASK_DEFAULTS), default="classify",
+                        help="classify: the digits classifier (default); detect: SSDLite on the digit scenes")
     parser.add_argument("--output", default="demo-output", help="folder for the models, .tflite files and report")
-    parser.add_argument("--model", default="mobilenet_v3_small_100", help="registered model to train")
-    parser.add_argument("--image-size", type=positive_int, default=48,
-                        help="digits are upscaled from 8x8 to this side (default 48)")
-    parser.add_argument("--epochs", type=natural_int, default=10, help="phase 1 epochs (default 10)")
-    parser.add_argument("--fine-tune-epochs", type=natural_int, default=5, help="phase 2 epochs (default 5)")
-    parser.add_argument("--variants", default=",".join(DEMO_VARIANTS),
-                        help=f"comma-separated variants ({', '.join(VARIANTS)}); default: {','.join(DEMO_VARIANTS)}")
+    parser.add_argument("--model", default=None,
+                        help=f"registered model to train (detect: SSDLite's backbone); default {classify['model']} / "
+                             f"{detect['model']}")
+    parser.add_argument("--image-size", type=positive_int, default=None,
+                        help=f"digits are upscaled from 8x8 to this side / the scenes' side (default "
+                             f"{classify['image_size']} / {detect['image_size']})")
+    parser.add_argument("--epochs", type=natural_int, default=None,
+                        help=f"phase 1 epochs (default {classify['epochs']} / {detect['epochs']})")
+    parser.add_argument("--fine-tune-epochs", type=natural_int, default=None,
+                        help=f"phase 2 epochs (default {classify['fine_tune_epochs']}; detect: none)")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated variants ({', '.join(VARIANTS)}; detect: float, int8_ptq, int8_qat); "
+                             f"default: {classify['variants']} / {detect['variants']}")
+    parser.add_argument("--train-scenes", type=positive_int, default=2000, help="detect: training scenes (2000)")
+    parser.add_argument("--test-scenes", type=positive_int, default=200, help="detect: held-out scenes (200)")
+    parser.add_argument("--time-budget", type=positive_int, default=480,
+                        help="detect: seconds of training at most (480; stops between epochs)")
     parser.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads for latency (default 1)")
     parser.add_argument("--runs", type=natural_int, default=50, help="timed LiteRT runs per variant (default 50)")
     parser.add_argument("--quiet", action="store_true",
@@ -144,20 +172,67 @@ def demo(args) -> dict:
     return report
 
 
+def demo_detection(args) -> dict:
+    """The detection part: train SSDLite on the digit scenes, make and measure the variants, report."""
+    import dataclasses
+    import json
+
+    from keras_lightnets.pipelines import detection_export_bench as bench
+    from keras_lightnets.pipelines.detection_bench import DEFAULT_RECIPES, machine_label
+
+    say = (lambda message: None) if args.quiet else (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    recipe = dataclasses.replace(DEFAULT_RECIPES[0], backbone=args.model, image_size=args.image_size,
+                                 epochs=args.epochs)
+    benchmark = bench.DetectionExportBenchmark(
+        recipe=recipe, train_scenes=args.train_scenes, validation_scenes=50, test_scenes=args.test_scenes,
+        time_budget=float(args.time_budget), variants=tuple(_variant_names(args)), qat_epochs=1, threads=args.threads,
+        runs=max(args.runs, 1), output=args.output, quiet=args.quiet,
+    )
+    figures = bench.run(benchmark, progress=say)
+    names = {"markdown": "report.md", "json": "report.json", "plot": "report.png"}
+    print(bench.write_report(figures, benchmark, machine_label(args.threads), names))
+    print(f"wrote {os.path.join(args.output, 'report.json')} and report.png ({time.perf_counter() - started:.0f} s)")
+    with open(os.path.join(args.output, "report.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _variant_names(args) -> list[str]:
+    return [n.strip() for n in args.variants.split(",") if n.strip()]
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill the arguments left at None with ``--task``'s defaults."""
+    for key, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """``InputError`` naming the first unusable argument (checked before TensorFlow is imported)."""
     from keras_lightnets.models.registry import list_models
     from keras_lightnets.pipelines.variants import check_variant_names
     from keras_lightnets.training.run_folder import check_output_dir
 
+    resolve_defaults(args)
     if args.model not in list_models():
         raise errors.InputError(f"unknown model {args.model!r}; see `lightnets list`")
     if args.epochs + args.fine_tune_epochs < 1:
         raise errors.InputError("--epochs plus --fine-tune-epochs must be at least 1")
-    try:
-        check_variant_names([n.strip() for n in args.variants.split(",") if n.strip()])
-    except ValueError as err:
-        raise errors.InputError(f"--variants: {errors.one_line(err)}") from None
+    if args.task == "detect":
+        from keras_lightnets.pipelines.detection_export_bench import VARIANTS as DETECT_VARIANTS
+
+        if args.fine_tune_epochs:
+            raise errors.InputError("--fine-tune-epochs applies to --task classify only (detect trains from scratch)")
+        unknown = [n for n in _variant_names(args) if n not in DETECT_VARIANTS]
+        if unknown or not _variant_names(args):
+            raise errors.InputError(f"--variants: with --task detect choose from {', '.join(DETECT_VARIANTS)}; "
+                                    f"received {args.variants!r}")
+    else:
+        try:
+            check_variant_names(_variant_names(args))
+        except ValueError as err:
+            raise errors.InputError(f"--variants: {errors.one_line(err)}") from None
     if os.path.lexists(args.output) and not os.path.isdir(args.output):
         raise errors.InputError(f"--output {args.output!r} exists and is not a folder")
     try:
@@ -172,5 +247,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_lightnets.cli.console import native_logs_hidden
 
     with native_logs_hidden(args.quiet):
-        demo(args)
+        if args.task == "detect":
+            demo_detection(args)
+        else:
+            demo(args)
     return 0

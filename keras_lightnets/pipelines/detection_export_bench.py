@@ -270,10 +270,12 @@ def write_plot(figures: ExportFigures, path: str | os.PathLike) -> None:
         figure.savefig(temporary, format="png", dpi=110)
 
 
-def write_report(figures: ExportFigures, benchmark: DetectionExportBenchmark, label: str) -> str:
-    """Write ``REPORT_FILES`` into ``benchmark.output``, all or none; returns the Markdown text."""
+def write_report(figures: ExportFigures, benchmark: DetectionExportBenchmark, label: str,
+                 names: dict[str, str] | None = None) -> str:
+    """Write the Markdown, JSON and PNG reports (``names``, default ``REPORT_FILES``) into
+    ``benchmark.output``, all or none; returns the Markdown text."""
     text = markdown(figures, benchmark, label)
-    final = {key: os.path.join(benchmark.output, name) for key, name in REPORT_FILES.items()}
+    final = {key: os.path.join(benchmark.output, name) for key, name in (names or REPORT_FILES).items()}
     data: dict[str, Any] = {"machine": label, "settings": {**asdict(replace(benchmark, recipe=None)),
                                                            "recipe": asdict(benchmark.recipe)},
                             "figures": asdict(figures)}

@@ -119,7 +119,10 @@ def test_compress_prunes_and_quantizes_a_trained_model(demo_run, tmp_path, capsy
      (["compress", "no_such_model", "--qat"], "no_such_model"),
      (["compress", "/no/such/model.keras", "--qat"], "does not exist"),
      (["compress", "mobilenet_v2_035", "--prune", "1.5"], "fraction"),
-     (["demo", "--model", "resnet50"], "resnet50")],
+     (["demo", "--model", "resnet50"], "resnet50"),
+     (["demo", "--task", "detect", "--fine-tune-epochs", "2"], "--fine-tune-epochs applies to --task classify"),
+     (["demo", "--task", "detect", "--variants", "float,int8_qat_pruned50"], "with --task detect choose from"),
+     (["demo", "--task", "detect", "--epochs", "0"], "--epochs")],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, fragment, capsys, tmp_path):
     try:
