@@ -255,7 +255,7 @@ def _path_text(path, argument: str) -> str:
     return os.fsdecode(os.fspath(path))
 
 
-def _read_bounded(path: str, limit: int, what: str) -> bytes:
+def read_bounded(path: str, limit: int, what: str) -> bytes:
     """The bytes of the regular file ``path`` (``what`` names it in errors), refused above ``limit`` bytes."""
     try:
         info = os.stat(path)
@@ -326,7 +326,7 @@ def parse_xml(path: str | os.PathLike, *, max_bytes: int = MAX_XML_BYTES) -> Ele
     oversized or malformed file.
     """
     text = _path_text(path, "path")
-    data = _read_bounded(text, max_bytes, "annotation file")
+    data = read_bounded(text, max_bytes, "annotation file")
     builder = ElementTree.TreeBuilder()
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -385,7 +385,7 @@ def _voc_ids(folder: str, split: str | None) -> list[str]:
             raise InputError(f"VOC folder {folder!r} has no annotations (no .xml file in {annotations!r})")
         return [name[: -len(".xml")] for name in names]
     listing = os.path.join(folder, "ImageSets", "Main", f"{split}.txt")
-    data = _read_bounded(listing, MAX_LIST_BYTES, "VOC image list")
+    data = read_bounded(listing, MAX_LIST_BYTES, "VOC image list")
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
@@ -449,7 +449,7 @@ def _read_voc_file(folder, image_id, class_names, index, keep_difficult, counts:
 
 def read_voc(
     folder: str | os.PathLike, *, split: str | None = "trainval", class_names: Sequence[str] | None = None,
-    keep_difficult: bool = False,
+    keep_difficult: bool = False, limit: int | None = None,
 ) -> DetectionData:
     """A Pascal VOC folder: ``folder/Annotations/<id>.xml``, ``folder/JPEGImages/<image>``.
 
@@ -462,6 +462,7 @@ def read_voc(
             in the standard order). A ``<name>`` outside them is an ``InputError``.
         keep_difficult: keep boxes marked ``<difficult>1</difficult>`` (flagged in
             ``difficult``); by default they are dropped and counted (``"box_difficult"``).
+        limit: read only the first ``limit`` images of the list (None: all).
 
     Each image is ``JPEGImages/<filename>`` with the XML's ``<filename>`` (a plain file name),
     else ``<id>.jpg``/``.jpeg``/``.png``, the first that exists; boxes are 0-based half-open
@@ -471,6 +472,7 @@ def read_voc(
     text = _path_text(folder, "folder")
     names = _check_class_names(class_names, VOC_CLASSES)
     check_bool("keep_difficult", keep_difficult)
+    limit = check_positive_int("limit", limit, allow_none=True)
     if split is not None and (not isinstance(split, str) or not split.strip()
                               or split != os.path.basename(split) or split.startswith(".")):
         raise InputError(f"`split` must be None or the name of a file in ImageSets/Main/ (e.g. 'trainval'); "
@@ -480,7 +482,7 @@ def read_voc(
     counts: Counter = Counter()
     index = {name: i for i, name in enumerate(names)}
     examples = tuple(_read_voc_file(text, image_id, names, index, keep_difficult, counts)
-                     for image_id in _voc_ids(text, split))
+                     for image_id in _voc_ids(text, split)[:limit])
     return DetectionData(examples=examples, class_names=names, dropped=_frozen(counts),
                          source=f"voc:{text}:{split or 'all'}")
 
@@ -531,7 +533,7 @@ def _coco_bbox(annotation: dict, path: str) -> tuple[float, float, float, float]
 
 def read_coco(
     annotations_json: str | os.PathLike, images_dir: str | os.PathLike, *,
-    class_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None, limit: int | None = None,
 ) -> DetectionData:
     """A COCO instances file (``instances_val2017.json``) with its images in ``images_dir``.
 
@@ -541,13 +543,15 @@ def read_coco(
     ``bbox`` ``[x, y, w, h]`` (pixels) becomes x1 y1 x2 y2; ``iscrowd`` boxes are dropped and
     counted (``"box_crowd"``). Every image of ``"images"`` is an example, in file order (those
     without annotations as negatives); its ``file_name`` is a relative path under
-    ``images_dir`` that must exist. ``InputError`` (see the module docstring).
+    ``images_dir`` that must exist. ``limit``: only the first ``limit`` images become examples
+    (every annotation is still checked). ``InputError`` (see the module docstring).
     """
     path = _path_text(annotations_json, "annotations_json")
     folder = _path_text(images_dir, "images_dir")
     names = _check_class_names(class_names, None)
+    limit = check_positive_int("limit", limit, allow_none=True)
     _check_folder(folder, "COCO image folder")
-    data = _read_bounded(path, MAX_JSON_BYTES, "COCO file")
+    data = read_bounded(path, MAX_JSON_BYTES, "COCO file")
     try:
         document = json.loads(data)
     except (ValueError, RecursionError) as err:
@@ -580,7 +584,7 @@ def read_coco(
         per_image[order[image_id]].append(annotation)
     counts: Counter = Counter()
     examples = []
-    for image, found in zip(images, per_image, strict=True):
+    for image, found in zip(images[:limit], per_image[:limit], strict=True):
         where = f"COCO file {path!r}, image {image.get('id')!r}"
         width = _image_side(image.get("width"), where, "'width'")
         height = _image_side(image.get("height"), where, "'height'")
@@ -628,6 +632,7 @@ def _tfds_not_prepared(name: str, data_dir, detail: str) -> DataNotPreparedError
 
 def read_tfds(
     name: str, split: str, *, data_dir: str | os.PathLike | None = None, keep_difficult: bool = False,
+    limit: int | None = None,
 ) -> DetectionData:
     """A TFDS object-detection dataset already prepared in ``data_dir`` (``"voc/2007"``, ``"coco/2017"``).
 
@@ -637,12 +642,14 @@ def read_tfds(
     pixels of the size the image header declares. Crowd boxes (``objects/is_crowd``) are
     dropped, difficult ones (``objects/is_difficult``) unless ``keep_difficult``. Images stay
     encoded (``bytes``, decoded by ``to_arrays``), so memory holds about the dataset's files.
+    ``limit``: read only the split's first ``limit`` examples (None: all).
     """
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"`name` must be a TFDS dataset name such as 'voc/2007'; received name={name!r}")
     if not isinstance(split, str) or not split:
         raise InputError(f"`split` must be a TFDS split name such as 'train'; received split={split!r}")
     check_bool("keep_difficult", keep_difficult)
+    limit = check_positive_int("limit", limit, allow_none=True)
     import tensorflow_datasets as tfds
 
     try:
@@ -661,6 +668,8 @@ def read_tfds(
         raise InputError(f"TFDS dataset {name!r} has no split {split!r}; it has {splits}")
     class_names = tuple(features["objects"]["label"].names)
     dataset = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+    if limit is not None:
+        dataset = dataset.take(limit)
     counts: Counter = Counter()
     examples = []
     for index, example in enumerate(tfds.as_numpy(dataset)):
@@ -692,9 +701,10 @@ def read_tfds(
 # --------------------------------------------------------------------------- digits and dispatch
 
 
-def _digit_data(split: str) -> DetectionData:
+def _digit_data(split: str, limit: int | None = None) -> DetectionData:
     check_choice("split", split, DIGIT_SPLITS)
-    scenes = make_digit_scenes(DIGIT_SCENE_COUNTS[split], image_size=DIGIT_SCENE_SIZE, split=split, seed=0)
+    count = DIGIT_SCENE_COUNTS[split] if limit is None else min(limit, DIGIT_SCENE_COUNTS[split])
+    scenes = make_digit_scenes(count, image_size=DIGIT_SCENE_SIZE, split=split, seed=0)
     size = (DIGIT_SCENE_SIZE, DIGIT_SCENE_SIZE)
     examples = tuple(
         DetectionExample(image=scenes.images[i], boxes=scenes.boxes[i, :k].copy(),
@@ -708,6 +718,7 @@ def _digit_data(split: str) -> DetectionData:
 
 def load_detection_data(
     source: str | os.PathLike, split: str | None = "train", *, data_dir: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None, limit: int | None = None,
 ) -> DetectionData:
     """One split of ``source`` (see the module docstring for the forms).
 
@@ -719,26 +730,34 @@ def load_detection_data(
       ``split`` is not used (pass the training and the validation file as separate sources);
     * ``"tfds:NAME"``: ``read_tfds(NAME, split, data_dir=data_dir)``.
 
-    ``InputError`` for anything else, naming the accepted forms.
+    ``class_names``: the classes in class-id order, for a VOC folder (default ``VOC_CLASSES``) or a
+    COCO file (default its categories); the digits and TFDS datasets name their own classes, so
+    they refuse it. ``limit``: at most this many images, the first ones of the split (the digit
+    scenes of a split do not depend on how many are drawn). ``InputError`` for anything else,
+    naming the accepted forms.
     """
     if not isinstance(source, str | os.PathLike) or not os.fspath(source):
         raise InputError(f"`source` must be {SOURCE_FORMS}; received source={source!r}")
     text = os.fsdecode(os.fspath(source))
     if split is not None and not isinstance(split, str):
         raise InputError(f"`split` must be a split name or None; received split={split!r}")
+    limit = check_positive_int("limit", limit, allow_none=True)
+    if class_names is not None and (text == "digits" or text.startswith("tfds:")):
+        raise InputError(f"`class_names` applies to VOC folders and COCO files; source {text!r} names its own "
+                         "classes")
     if text == "digits":
-        return _digit_data(split)
+        return _digit_data(split, limit)
     if text.startswith("tfds:"):
         if split is None:
             raise InputError("`split` must name a TFDS split (e.g. 'train') for a 'tfds:' source; received None")
-        return read_tfds(text[len("tfds:"):], split, data_dir=data_dir)
+        return read_tfds(text[len("tfds:"):], split, data_dir=data_dir, limit=limit)
     if os.path.isdir(text):
         if not os.path.isdir(os.path.join(text, "Annotations")):
             raise InputError(f"`source` folder {text!r} has no Annotations/ folder (not a Pascal VOC folder); "
                              f"expected {SOURCE_FORMS}")
-        return read_voc(text, split={"validation": "val"}.get(split, split))
+        return read_voc(text, split={"validation": "val"}.get(split, split), class_names=class_names, limit=limit)
     if text.lower().endswith(".json"):
-        return read_coco(text, coco_images_dir(text))
+        return read_coco(text, coco_images_dir(text), class_names=class_names, limit=limit)
     what = "does not exist" if not os.path.exists(text) else "is neither a folder nor a .json file"
     raise InputError(f"`source` must be {SOURCE_FORMS}; received source={text!r} ({what})")
 
@@ -840,5 +859,5 @@ def to_arrays(
 __all__ = [
     "DIGIT_SCENE_COUNTS", "DIGIT_SCENE_SIZE", "MAX_JSON_BYTES", "MAX_LIST_BYTES", "MAX_XML_BYTES", "VOC_CLASSES",
     "DetectionArrays", "DetectionData", "DetectionExample", "coco_images_dir", "load_detection_data", "parse_xml",
-    "read_coco", "read_tfds", "read_voc", "to_arrays",
+    "read_bounded", "read_coco", "read_tfds", "read_voc", "to_arrays",
 ]

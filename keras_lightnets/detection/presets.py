@@ -188,6 +188,12 @@ def anchors(name: str) -> np.ndarray:
     return PRESET_ANCHORS[config.name].anchors()
 
 
+def builder(name: str) -> Callable[..., Any]:
+    """The preset's builder: ``(num_classes=..., *, weights=None, include_preprocessing=False, flavour=None)``
+    -> the raw model (``num_classes`` counts the background column of softmax heads)."""
+    return _load(detector_config(name).builder)
+
+
 def torch_mapping(name: str) -> Callable[[Any], list[tuple[str, str]]]:
     """The preset's ``torch_mapping(model) -> [(keras layer, state_dict prefix)]``."""
     return _load(detector_config(name).torch_mapping)

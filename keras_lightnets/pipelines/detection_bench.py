@@ -167,13 +167,9 @@ def evaluate(detector, scenes, preprocessing: str, *, batch_size: int = 32) -> d
     (``DigitScenes`` at its input size): ``detection.inference_model`` with its default thresholds
     (score > 0.05, NMS IoU 0.5, 100 detections), then ``metrics.coco_map``."""
     from keras_lightnets.detection import metrics
-    from keras_lightnets.detection.inference import inference_model
-    from keras_lightnets.imagenet import PREPROCESS_MODES, preprocess_input
+    from keras_lightnets.detection.evaluation import predict_detections
 
-    model = inference_model(detector)
-    images = preprocess_input(scenes.images.astype(np.float32), mode=PREPROCESS_MODES[preprocessing])
-    boxes, scores, classes, counts = model.predict(images, batch_size=batch_size, verbose=0)
-    detections = metrics.detections_from_outputs(boxes, scores, classes, counts)
+    detections = predict_detections(detector, scenes.images, preprocessing=preprocessing, batch_size=batch_size)
     truth = metrics.ground_truth_from_arrays(scenes.boxes, scenes.classes, scenes.counts)
     return metrics.coco_map(truth, detections, num_classes=NUM_CLASSES)
 

@@ -29,17 +29,20 @@ best validation foreground accuracy. Without validation data the training figure
 the validation columns.
 
 The run folder is ``training.run_folder``'s (``RunRecord``, ``check_output_dir``,
-``read_run_state``): after every epoch ``checkpoints/epoch-NNN.keras`` (model and optimizer
-state), ``checkpoints/state.json``, ``best.keras`` when it improved, ``history.csv``; at the end
-``history.png``. A folder holding a previous run is refused unless ``resume`` or ``overwrite``
-(the old files stay until the new run's first epoch is recorded). A non-finite loss stops the
-run with ``TrainingDivergedError`` before that epoch is recorded. ``time_budget`` stops between
-epochs once the next epoch would not end within the budget (counted from the call).
+``read_run_state``): after every epoch ``best.keras`` when it improved, the ``run_files`` (such
+as ``training.detector_record``'s ``detector.json``), ``checkpoints/epoch-NNN.keras`` (model and
+optimizer state), ``checkpoints/state.json``, ``history.csv``; at the end ``history.png``. A
+folder holding a previous run is refused unless ``resume`` or ``overwrite`` (the old files stay
+until the new run's first epoch is recorded). A non-finite loss stops the run with
+``TrainingDivergedError`` before that epoch is recorded. ``time_budget`` stops between epochs
+once the next epoch would not end within the budget (counted from the call).
 
 The ``.keras`` files load with ``safe_mode=True``; with ``compile=True`` they need
 ``detection_custom_objects(flavour)`` (the loss and metric classes); ``compile=False`` needs only
 the package's layers. Saved files do not carry ``anchors`` / ``detector_info`` (rebuild the
-detector with the same arguments, as ``detection.builders`` says).
+detector with the same arguments, as ``detection.builders`` says;
+``training.detector_record.load_detector`` does that from the ``detector.json`` record given in
+``run_files``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from keras_lightnets.training.run_folder import (
     HISTORY_CSV,
     REPLACE_HINT,
     RunRecord,
+    check_documents,
     check_output_dir,
     previous_run_files,
     read_run_state,
@@ -655,11 +659,12 @@ def _start(training: _Training, detector, state: dict | None) -> None:
     training.say(f"resuming after epoch {state['epoch']} (phase {state['phase']}) from {path}")
 
 
-def _open_run(settings: DetectionSettings, config: dict, state: dict | None) -> RunRecord:
+def _open_run(settings: DetectionSettings, config: dict, state: dict | None, documents: dict) -> RunRecord:
     folder = settings.output_dir
     folder.mkdir(parents=True, exist_ok=True)
     files.remove_stale_temporaries(folder)
-    run = RunRecord(folder, config, replacing=state is None and bool(previous_run_files(folder)))
+    run = RunRecord(folder, config, replacing=state is None and bool(previous_run_files(folder)),
+                    documents=documents)
     if state is not None:
         run.continue_from(state, folder)
     return run
@@ -702,6 +707,7 @@ def fit_detector(
     loss_options: dict | None = None,
     preprocessing: str | None = None,
     quiet: bool = False,
+    run_files: dict[str, Any] | None = None,
 ) -> DetectionFitResult:
     """Train ``detector`` on ``train`` (validating on ``validation``) and write the run to ``output_dir``.
 
@@ -736,6 +742,10 @@ def fit_detector(
             ``gamma``, ``box_loss``, ``beta``, ``normalize``).
         preprocessing: how pixels are scaled for the detector; None: ``input_preprocessing(detector)``.
         quiet: no progress lines (stderr) and no per-epoch lines from ``fit``.
+        run_files: more JSON files of the run, ``{file name: JSON-able data}``, written into
+            ``output_dir`` with every recorded epoch right after ``best.keras`` (so they always
+            describe the models there), e.g. ``{training.detector_record.RECORD_NAME: spec.as_record()}``,
+            which ``training.detector_record.load_detector`` rebuilds the detector from.
 
     Returns a ``DetectionFitResult``. ``InputError`` (one line) for a bad argument, bad data or
     an unusable output folder, always before training; ``TrainingDivergedError`` when the
@@ -755,6 +765,7 @@ def fit_detector(
     _backend.require_tensorflow_backend("fit_detector", detector)
     flavour = _backend.flavour_of(detector)
     mode = settings.preprocessing or input_preprocessing(detector)
+    documents = check_documents(run_files)
     check_output_dir(settings.output_dir, resume=settings.resume, overwrite=settings.overwrite)
     state = read_run_state(settings.output_dir) if settings.resume else None
     train_data = prepare_detection_data(train, input_size=targets.input_size, num_classes=targets.num_classes,
@@ -770,7 +781,7 @@ def fit_detector(
               "weights": "pretrained backbone" if settings.backbone_pretrained else None, "detector": info["type"],
               "flavour": flavour, "num_classes": int(info["num_classes"]), "anchors": len(detector.anchors),
               "input_shape": [int(d) for d in info["input_shape"]], "preprocessing": mode}
-    run = _open_run(settings, config, state)
+    run = _open_run(settings, config, state, documents)
     train_set, validation_set = _datasets(settings, targets, train_data, validation_data, mode)
     from keras_lightnets.models.registry import list_models
 

@@ -150,18 +150,40 @@ def check_output_dir(output_dir: str | os.PathLike, *, resume: bool = False, ove
         raise InputError(f"output folder {str(folder)!r} cannot be written: {reason}") from None
 
 
+def check_documents(documents) -> dict:
+    """``documents`` (file name -> JSON-able data) as a dict; ``InputError`` naming the first name that is
+    not a plain ``.json`` file name or that is one of the run's own files, or data JSON cannot hold."""
+    if documents is None:
+        return {}
+    if not isinstance(documents, dict):
+        raise InputError(f"`run_files` must be a dict of file name -> JSON data; received {type(documents).__name__}")
+    for name, data in documents.items():
+        if (not isinstance(name, str) or not name.endswith(".json") or os.path.basename(name) != name
+                or name.startswith(".") or name in (*RUN_FILES, STATE)):
+            raise InputError(f"`run_files` names must be plain .json file names other than {list(RUN_FILES)}; "
+                             f"received {name!r}")
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"`run_files[{name!r}]` is not JSON data: {one_line(err)}") from None
+    return dict(documents)
+
+
 class RunRecord:
     """The bookkeeping of one training run: its history, its best score, and where its files go.
 
     ``work_dir``: the output folder (a temporary one on workers other than the chief);
     ``config``: what ``state.json`` records of the run (model, image size, class names,
     starting weights); ``replacing``: a previous run's files are in ``work_dir``, removed
-    when the first epoch is recorded.
+    when the first epoch is recorded; ``documents``: more JSON files of the run (file name ->
+    JSON-able data, ``check_documents``), written with every recorded epoch right after
+    ``best.keras``, so they always describe the models in the folder.
     """
 
-    def __init__(self, work_dir: Path, config: dict, replacing: bool = False):
+    def __init__(self, work_dir: Path, config: dict, replacing: bool = False, documents: dict | None = None):
         self.work_dir = work_dir
         self.config = config
+        self.documents = check_documents(documents)
         self.history: list[dict] = []
         self.best = -math.inf
         self.best_epoch = 0
@@ -208,6 +230,8 @@ class RunRecord:
         if row["val_accuracy"] > self.best:
             self.best, self.best_epoch = row["val_accuracy"], epoch
             files.save_model(model, self.work_dir / BEST)
+        for name, data in self.documents.items():
+            files.write_json(self.work_dir / name, data)
         name = f"epoch-{epoch:03d}.keras"
         files.save_model(model, self.checkpoints / name)
         files.write_json(self.checkpoints / STATE, {
