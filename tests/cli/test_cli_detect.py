@@ -389,6 +389,17 @@ def test_readers_limit_reads_the_first_images(tmp_path):
         load_detection_data("digits", "test", class_names=("a",))
 
 
+def test_run_files_are_plain_json_documents_beside_the_run_files():
+    from keras_lightnets.training.run_folder import check_documents
+
+    assert check_documents(None) == {} and check_documents({RECORD_NAME: {"a": [1]}}) == {RECORD_NAME: {"a": [1]}}
+    for name in ("best.keras", "state.json", "../detector.json", "sub/detector.json", ".hidden.json", "notes.txt"):
+        with pytest.raises(InputError, match=r"`run_files` names must be plain \.json file names"):
+            check_documents({name: {}})
+    with pytest.raises(InputError, match=r"`run_files\['x.json'\]` is not JSON data"):
+        check_documents({"x.json": {"value": float("nan")}})
+
+
 def test_a_coco_folder_is_read_through_its_instances_file(tmp_path):
     from keras_lightnets.cli import _detect
 
