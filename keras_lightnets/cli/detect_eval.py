@@ -64,14 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="RUN_DIR_OR_FILE",
                         help="a `lightnets detect train` run folder, or a .keras file with detector.json beside it")
     _detect.add_data_arguments(parser, "eval")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
-    parser.add_argument("--score-threshold", type=_unit_interval, default=0.05,
+    parser.add_argument("--batch-size", metavar="N", type=positive_int, default=16, help="images per batch (16)")
+    parser.add_argument("--score-threshold", metavar="F", type=_unit_interval, default=0.05,
                         help="keep detections scoring above it (default 0.05, as COCO evaluations do)")
-    parser.add_argument("--iou-threshold", type=_iou, default=0.5, help="NMS IoU threshold (default 0.5)")
-    parser.add_argument("--max-detections", type=positive_int, default=100, help="per image (default 100)")
-    parser.add_argument("--show", type=natural_int, default=8,
+    parser.add_argument("--iou-threshold", metavar="F", type=_iou, default=0.5, help="NMS IoU threshold (default 0.5)")
+    parser.add_argument("--max-detections", metavar="N", type=positive_int, default=100, help="per image (default 100)")
+    parser.add_argument("--show", metavar="N", type=natural_int, default=8,
                         help="images drawn in detections.png (default 8; 0: no picture)")
-    parser.add_argument("--draw-threshold", type=_unit_interval, default=0.3,
+    parser.add_argument("--draw-threshold", metavar="F", type=_unit_interval, default=0.3,
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, metavar="DIR",
                         help=f"folder for {REPORT} and {PICTURE} (default {DEFAULT_OUTPUT})")
