@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_lightnets.compression.detectors import check_training_model, keep_detector
 from keras_lightnets.compression.translate import to_tf_keras
 from keras_lightnets.errors import InputError
 from keras_lightnets.layers import unwrap
@@ -87,9 +88,14 @@ def prune(
     ``target_sparsity`` zeros (``layer_target``; TFMOT's own rounding can leave an
     odd-sized kernel one weight short). Train with ``callbacks=pruning_callbacks()``;
     ``strip`` warns when a layer has not reached its target (a ramp longer than the run).
+
+    A detector (``keras_lightnets.detection``) prunes alike and keeps its ``anchors`` and
+    ``detector_info`` (``compression.detectors``); its inference model (post-processing layers)
+    is refused with ``InputError``: prune the training model, then rebuild the inference model.
     """
     import tensorflow_model_optimization as tfmot
 
+    check_training_model(model, "prune")
     _check_schedule(target_sparsity, begin_step, end_step, frequency)
     if end_step is not None:
         # TFMOT updates masks only every `frequency` steps and never after `end_step`: an
@@ -122,7 +128,7 @@ def prune(
         except ValueError as err:
             raise ValueError(f"cannot prune layer {layer.name!r} ({type(layer).__name__}): {err}") from None
 
-    return tf_keras.models.clone_model(source, clone_function=wrap)
+    return keep_detector(model, tf_keras.models.clone_model(source, clone_function=wrap))
 
 
 def layer_target(target_sparsity: float, sizes: Sequence[int]) -> float:
@@ -176,7 +182,7 @@ def strip(model):
 
     Warns (one ``UserWarning`` line naming them) when pruned layers are below the final
     sparsity of their schedule, e.g. a ramp (``end_step``) longer than the training run;
-    ``below_target`` lists them.
+    ``below_target`` lists them. A detector keeps its ``anchors`` and ``detector_info``.
     """
     import tensorflow_model_optimization as tfmot
 
@@ -190,7 +196,7 @@ def strip(model):
             "schedule did not finish (train at least `end_step` steps with pruning_callbacks())",
             UserWarning, stacklevel=2,
         )
-    return stripped
+    return keep_detector(model, stripped)
 
 
 def below_target(model) -> list[tuple[str, float, float]]:

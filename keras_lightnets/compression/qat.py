@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
+from keras_lightnets.compression.detectors import check_training_model, keep_detector, qat_layer_prefix
 from keras_lightnets.compression.prune import is_pruned, overall_sparsity, sparsity_report, strip
 from keras_lightnets.compression.translate import to_tf_keras
 
@@ -113,9 +114,16 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None,
     least 20% zeros. ``quantize_configs`` maps layer names to your own TFMOT
     ``QuantizeConfig``s for layers the package does not know. Compile and train
     the result as usual, then export it with ``keras_lightnets.export.to_tflite``.
+
+    A detector (``keras_lightnets.detection``) keeps its ``anchors``, ``detector_info`` and
+    layer names (TFMOT's wrappers are named as the layers they wrap, not ``quant_<name>``),
+    so its outputs stay ``classes`` and ``boxes`` and ``fit_detector`` trains it; its
+    inference model (post-processing layers) is refused with ``InputError``: quantize the
+    training model, then rebuild the inference model (``compression.detectors``).
     """
     import tensorflow_model_optimization as tfmot
 
+    check_training_model(model, "quantize_aware")
     if preserve_sparsity not in (None, True, False):
         raise ValueError(f"`preserve_sparsity` must be None, True or False; received {preserve_sparsity!r}")
     source = to_tf_keras(model)
@@ -133,6 +141,8 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None,
     scheme = schemes.PrunePreserveQuantizeScheme() if preserve_sparsity else schemes.QuantizeScheme()
     with quantize_scope():
         try:
-            return tfmot.quantization.keras.quantize_apply(annotated, scheme)
+            quantized = tfmot.quantization.keras.quantize_apply(
+                annotated, scheme, quantized_layer_name_prefix=qat_layer_prefix(model))
         except (RuntimeError, ValueError, TypeError) as err:
             raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {err}") from err
+    return keep_detector(model, quantized)

@@ -62,6 +62,7 @@ import warnings
 import numpy as np
 
 from keras_lightnets import _backend
+from keras_lightnets.compression.detectors import keep_detector
 from keras_lightnets.layers import LAYER_NAMES, get_layer_class
 
 # Keyword arguments every tf_keras Layer accepts through ``**kwargs``.
@@ -579,7 +580,8 @@ def to_tf_keras(model, *, check: bool = True, sample: np.ndarray | None = None):
     nested layer whose name clashes gets its parent's name as a prefix. Layers
     that are the identity at inference (``AUGMENTATION_LAYERS``) are left out, with
     one ``DroppedLayersWarning`` naming them; what else is translated into which
-    layer is listed in this module's docstring.
+    layer is listed in this module's docstring. A detector's twin keeps its ``anchors``
+    and ``detector_info`` (``compression.detectors``).
     """
     try:
         flavour = _backend.flavour_of(model)
@@ -592,6 +594,7 @@ def to_tf_keras(model, *, check: bool = True, sample: np.ndarray | None = None):
     _backend.require_tensorflow_backend("compression (TFMOT)", model)
     from keras_lightnets.layout import channels_last_twin, is_channels_first
 
+    original = model
     if is_channels_first(model):  # TFMOT and TFLite are NHWC: the twin has the same weights and outputs
         if sample is not None:
             sample = np.moveaxis(np.asarray(sample), 1, -1)
@@ -616,4 +619,4 @@ def to_tf_keras(model, *, check: bool = True, sample: np.ndarray | None = None):
         )
     if check:
         assert_same_outputs(model, twin, sample)
-    return twin
+    return keep_detector(original, twin)

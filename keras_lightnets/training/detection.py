@@ -586,6 +586,10 @@ def _callbacks(training: _Training, phase: int, name: str) -> tuple[list, Any]:
     if training.flavour == "tf_keras":
         adapter = _tf_keras_adapter()
         callbacks = [adapter(c) for c in callbacks]
+        from keras_lightnets.compression.prune import is_pruned, pruning_callbacks
+
+        if is_pruned(training.model):  # TFMOT's wrappers update their masks from this callback
+            callbacks += pruning_callbacks()
     return callbacks, budget
 
 
@@ -713,7 +717,9 @@ def fit_detector(
 
     Args:
         detector: a model of ``detection.SSDLite`` / ``detection.RetinaNet`` (Keras 3 or tf_keras;
-            it is trained in place unless resuming).
+            it is trained in place unless resuming), or what ``compression.prune`` /
+            ``quantize_aware`` made of one (a pruned detector trains with TFMOT's
+            ``UpdatePruningStep`` added).
         train, validation: objects with the fields of ``DigitScenes`` / ``DetectionArrays``
             (``images`` ``(N, H, W, 3)`` pixels in [0, 255], ``boxes`` ``(N, M, 4)`` x1 y1 x2 y2
             pixels, ``classes`` ``(N, M)`` 0-based ids, -1 padding, optional ``counts`` and
