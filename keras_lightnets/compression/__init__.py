@@ -8,6 +8,12 @@
 
 Keras 3 models are translated to their tf_keras twins first (``to_tf_keras``),
 checked to give the same outputs. TFMOT is imported only when a function runs.
+
+Detectors (``keras_lightnets.detection``: SSD, SSDLite, RetinaNet, the presets) compress the
+same way: every function keeps their ``anchors`` and ``detector_info``, QAT keeps their layer
+names (outputs ``classes`` and ``boxes``), and an inference model (post-processing layers) is
+refused: compress the training model, then ``detection.inference_model(compressed)``
+(``compression.detectors``).
 """
 
 from keras_lightnets.compression.prune import (
