@@ -169,6 +169,9 @@ def test_every_detector_prunes_quantizes_and_exports_to_int8(case, tmp_path):
 
 def test_qat_detector_keeps_names_shares_the_head_and_saves(tmp_path):
     detector = _detector("retinanet", "squeezenet1_1", "tf_keras")
+    # At 64 pixels the FPN crops one upsampled map and repeats a row and column of the other.
+    kinds = {layer.name: type(layer).__name__ for layer in detector.layers}
+    assert kinds["retinanet_fpn_up4_h_crop"] == "Cropping2D" and kinds["retinanet_fpn_up3_w_repeat"] == "Concatenate"
     qat = compression.quantize_aware(detector)
     _assert_still_a_detector(qat, detector)
     names = [layer.name for layer in qat.layers]
