@@ -341,16 +341,20 @@ def test_detection_export_benchmark_measures_its_variants_and_writes_its_report(
     recipe = detection_bench.DetectorRecipe("ssdlite", BACKBONE, image_size=SIZE, epochs=1, batch_size=8)
     benchmark = detection_export_bench.DetectionExportBenchmark(
         recipe=recipe, train_scenes=16, validation_scenes=8, test_scenes=8, calibration=8, runs=2,
-        variants=("float", "int8_ptq"), output=str(tmp_path), quiet=True)
+        qat_epochs=1, output=str(tmp_path), quiet=True)
     figures = detection_export_bench.run(benchmark, progress=lambda line: None)
-    assert list(figures.variants) == ["float", "int8_ptq"]
+    assert list(figures.variants) == ["float", "int8_ptq", "int8_qat"]
     for v in figures.variants.values():
         assert 0.0 <= v.tflite_map <= v.tflite_map50 <= 1.0 and 0.0 <= v.box_agreement <= 1.0
         assert v.keras_map50 == pytest.approx(figures.keras_map50, abs=1e-6) and v.latency_ms > 0
         assert Path(v.path).stat().st_size == v.size_bytes
-    assert figures.variants["int8_ptq"].size_bytes < 0.5 * figures.variants["float"].size_bytes
-    assert [c[0] for c in figures.checks] == ["int8_ptq mAP@.5 within 2.0 pt of float Keras",
-                                              "int8_ptq file <= 0.30x float", "int8_ptq latency < float"]
+    for name in ("int8_ptq", "int8_qat"):
+        assert figures.variants[name].size_bytes < 0.5 * figures.variants["float"].size_bytes
+    assert (tmp_path / recipe.name / "qat" / "best.keras").is_file() or any((tmp_path / recipe.name / "qat").iterdir())
+    assert [c[0] for c in figures.checks] == [
+        "int8_qat mAP@.5 within 1.0 pt of float Keras", "int8_ptq mAP@.5 within 2.0 pt of float Keras",
+        "int8_ptq file <= 0.30x float", "int8_ptq latency < float", "int8_qat file <= 0.30x float",
+        "int8_qat latency < float"]
     text = detection_export_bench.write_report(figures, benchmark, "test machine")
     assert "| int8_ptq |" in text and "Checks:" in text
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [

@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from keras_lightnets.compression.detectors import is_detector
 from keras_lightnets.export.benchmark import delegate_coverage
 from keras_lightnets.export.describe import describe_tflite
 from keras_lightnets.export.detectors import (
     POSTPROCESS_FLOAT_OPS,
     DetectionExport,
     detection_export,
-    is_detector,
     order_outputs,
     postprocess_converter,
 )

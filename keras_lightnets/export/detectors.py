@@ -60,11 +60,6 @@ MAX_FILE_BYTES = 1 << 30  # a .tflite file read whole to find its post-processin
 DELTA_ORDER = (1, 0, 3, 2)  # (dx, dy, dw, dh) -> the op's (ty, tx, th, tw)
 
 
-def is_detector(model: Any) -> bool:
-    """Whether ``model`` has the detector contract's attributes (``anchors``, ``detector_info``)."""
-    return hasattr(model, "anchors") and isinstance(getattr(model, "detector_info", None), dict)
-
-
 @dataclass(frozen=True)
 class DetectionExport:
     """How a detector's file ends (see the module docstring).

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_lightnets.export.detectors import is_detector
+from keras_lightnets.compression.detectors import is_detector
 from keras_lightnets.export.images import check_labels, collect_images_and_labels
 from keras_lightnets.export.inputs import check_tflite_path, exportable
 from keras_lightnets.export.litert import open_interpreter
