@@ -346,7 +346,9 @@ def test_detection_export_benchmark_measures_its_variants_and_writes_its_report(
     assert list(figures.variants) == ["float", "int8_ptq", "int8_qat"]
     for v in figures.variants.values():
         assert 0.0 <= v.tflite_map <= v.tflite_map50 <= 1.0 and 0.0 <= v.box_agreement <= 1.0
-        assert v.keras_map50 == pytest.approx(figures.keras_map50, abs=1e-6) and v.latency_ms > 0
+        assert v.latency_ms > 0 and 0.0 <= v.keras_map50 <= 1.0
+        if v.name != "int8_qat":  # its Keras side is the QAT model the file was made from
+            assert v.keras_map50 == pytest.approx(figures.keras_map50, abs=1e-6)
         assert Path(v.path).stat().st_size == v.size_bytes
     for name in ("int8_ptq", "int8_qat"):
         assert figures.variants[name].size_bytes < 0.5 * figures.variants["float"].size_bytes

@@ -89,7 +89,9 @@ class DetectionExportBenchmark:
 @dataclass
 class VariantFigures:
     """One ``.tflite`` variant measured on the held-out scenes (mAP as fractions, size in bytes,
-    latency in milliseconds per invoke)."""
+    latency in milliseconds per invoke). ``keras_map50`` and ``box_agreement`` are against the
+    Keras model the file was converted from: the float detector, or for ``int8_qat`` the
+    quantization-aware model."""
 
     name: str
     path: str
