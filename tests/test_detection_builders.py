@@ -97,9 +97,11 @@ def test_retinanet_initial_biases():
     assert abs(float(keras.ops.convert_to_numpy(keras.ops.sigmoid(logits)).mean()) - 0.01) < 0.005
 
 
-def test_flattened_rows_follow_the_anchor_order():
-    """A head row r holds the map value at the (level, y, x, anchor) the anchors put at row r."""
-    sizes, per_location, width = [(3, 4), (2, 2)], 6, 2
+@pytest.mark.parametrize("sizes", [[(3, 4), (2, 2)], [(3, 4), (2, 2), (2, 1), (1, 1), (1, 2), (1, 1)]])
+def test_flattened_rows_follow_the_anchor_order(sizes):
+    """A head row r holds the map value at the (level, y, x, anchor) the anchors put at row r (six
+    levels are joined in groups: XNNPACK takes at most five inputs per concatenation)."""
+    per_location, width = 6, 2
     inputs = [keras.Input((h, w, per_location * width)) for h, w in sizes]
     model = keras.Model(inputs, heads.flatten_levels(inputs, width, prefix="t", name="rows"))
     maps, expected_cells = [], []
@@ -109,7 +111,7 @@ def test_flattened_rows_follow_the_anchor_order():
         maps.append(code.reshape(1, h, w, per_location * width))
         expected_cells.append(np.stack([np.full(h * w, level), *np.divmod(np.arange(h * w), w)], axis=1))
     rows = model.predict(maps, verbose=0)[0]
-    anchors = ssd_default_boxes(sizes, SIZE, [[2, 3]] * 2)
+    anchors = ssd_default_boxes(sizes, SIZE, [[2, 3]] * len(sizes))
     assert len(rows) == len(anchors)
     start = 0
     for level, (h, w) in enumerate(sizes):

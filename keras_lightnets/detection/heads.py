@@ -53,10 +53,22 @@ def _prediction_block(x, filters: int, *, prefix: str, bn: BatchNorm = SSDLITE_B
     return layers.Conv2D(filters, 1, use_bias=True, name=f"{prefix}_conv")(x)
 
 
+MAX_CONCAT_INPUTS = 5  # the most inputs of a CONCATENATION that TFLite's XNNPACK delegate takes
+
+
 def flatten_levels(maps: Sequence, width: int, *, prefix: str, name: str):
-    """``(B, H_k, W_k, A * width)`` maps -> one ``(B, sum H_k W_k A, width)`` tensor named ``name``."""
+    """``(B, H_k, W_k, A * width)`` maps -> one ``(B, sum H_k W_k A, width)`` tensor named ``name``.
+
+    More than ``MAX_CONCAT_INPUTS`` levels (SSD's six) are joined in groups first
+    (``<prefix>_rows<k>``), so no ``CONCATENATION`` of the ``.tflite`` file falls outside XNNPACK;
+    the rows keep their order.
+    """
     layers = _backend.keras_module().layers
     rows = [layers.Reshape((-1, width), name=f"{prefix}_reshape{k}")(m) for k, m in enumerate(maps)]
+    if len(rows) > MAX_CONCAT_INPUTS:
+        groups = [rows[i:i + MAX_CONCAT_INPUTS - 1] for i in range(0, len(rows), MAX_CONCAT_INPUTS - 1)]
+        rows = [g[0] if len(g) == 1 else layers.Concatenate(axis=1, name=f"{prefix}_rows{k}")(g)
+                for k, g in enumerate(groups)]
     return layers.Concatenate(axis=1, name=name)(rows)
 
 

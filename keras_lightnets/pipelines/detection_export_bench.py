@@ -2,7 +2,7 @@
 
 The implementation behind ``tools/benchmark_detection_export.py``. It trains one detector from
 scratch as ``detection_bench`` does (default: its SSDLite-MobileNetV2 recipe, same scenes), then
-makes each variant with ``to_tflite(postprocess="regular")`` (TFLite's
+makes each variant with ``to_tflite(postprocess="regular", strip_names=True)`` (TFLite's
 ``TFLite_Detection_PostProcess`` at the end) and measures it with LiteRT on the held-out scenes:
 
 * ``float``: the float32 file (the baseline a user would otherwise ship);
@@ -172,7 +172,7 @@ def measure_variant(name: str, model, path: str, calibration: np.ndarray, test_i
     started = time.monotonic()
     quantization = "none" if name == "float" else "int8"
     export = to_tflite(model, path, quantization, calibration if name == "int8_ptq" else None,
-                       postprocess="regular")
+                       postprocess="regular", strip_names=True)
     verified = verify_tflite(path, model, test_images, ground_truth=truth)
     timing = benchmark_tflite(path, threads=benchmark.threads, runs=benchmark.runs)
     return VariantFigures(
@@ -225,7 +225,8 @@ def markdown(figures: ExportFigures, benchmark: DetectionExportBenchmark, label:
         f"{figures.detector} trained from scratch ({figures.epochs} epochs, {figures.train_seconds / 60:.1f} min; "
         f"see the detection benchmark's recipe), float Keras mAP@.5 {figures.keras_map50:.3f}, "
         f"mAP@[.5:.95] {figures.keras_map:.3f} on the {benchmark.test_scenes} held-out `{HELD_OUT_SPLIT}` scenes. "
-        "Each file ends with TFLite_Detection_PostProcess (regular NMS, score > 0.05, IoU 0.5, 100 detections); "
+        "Each file ends with TFLite_Detection_PostProcess (regular NMS, score > 0.05, IoU 0.5, 100 detections) "
+        "and is written without tensor names (`strip_names`, as shipped); "
         f"PTQ calibrated on {benchmark.calibration} training scenes; QAT: {benchmark.qat_epochs} epoch(s) at "
         f"{benchmark.qat_learning_rate:g}. LiteRT (XNNPACK) latency: median of {benchmark.runs} runs, "
         f"{benchmark.threads} thread(s), batch 1. Box agreement: share of the Keras model's detections "
