@@ -42,6 +42,16 @@ def fraction(text: str) -> float:
     return _number(text, float, "a fraction in (0, 1)", lambda v: math.isfinite(v) and 0.0 < v < 1.0)
 
 
+def unit_interval(text: str) -> float:
+    """A float in [0, 1) (a score threshold: scores must be above it)."""
+    return _number(text, float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+
+
+def iou_threshold(text: str) -> float:
+    """A float in (0, 1] (an IoU threshold)."""
+    return _number(text, float, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0)
+
+
 def image_size(text: str) -> tuple[int, int]:
     """``"N"`` or ``"HxW"``: ``(height, width)`` in pixels, positive ints."""
     parts = text.lower().split("x")

@@ -9,6 +9,14 @@ not finite) is dropped, and both are counted; ``report_data`` turns those counts
 warning line and the report's ``data`` entry. A class name outside the model's or ``--classes``,
 a folder without annotations and a split with no box at all are ``InputError``s (exit code 2).
 Everything here but ``to_arrays``' decoding runs without TensorFlow (TFDS sources aside).
+
+For the subcommands that take a trained detector (``eval``, ``export``, ``bench``):
+``read_model`` (the ``--model`` run folder or ``.keras`` file: its paths, ``DetectorSpec`` and
+record), ``add_image_arguments`` and ``image_source`` (``--data`` for calibration and test
+images, ``digits`` by default for a detector whose record says it was trained on digits:
+``training_source``, ``trained_on_digits``), ``model_split`` (a split in the model's classes,
+resized to its input) and ``add_threshold_arguments`` (``--score-threshold``,
+``--iou-threshold``, ``--max-detections``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_lightnets import errors
-from keras_lightnets.cli._args import positive_int
+from keras_lightnets.cli._args import iou_threshold, positive_int, unit_interval
 
 DATA_FORMS = ("'digits', a Pascal VOC folder (with Annotations/), a COCO folder or instances .json file, "
               "or 'tfds:NAME' (e.g. tfds:voc/2007, prepared in --data-dir)")
@@ -124,6 +132,16 @@ def resolve_split(source: str, kind: str, split: str | None, purpose: str) -> tu
     return source, VOC_DEFAULTS[purpose] if os.path.isfile(listed) else None
 
 
+def add_threshold_arguments(parser: argparse.ArgumentParser, score_help: str) -> None:
+    """``--score-threshold`` (default 0.05, ``score_help``), ``--iou-threshold`` (NMS, 0.5) and
+    ``--max-detections`` (per image, 100): the post-processing of ``detection.inference_model`` and
+    of ``TFLite_Detection_PostProcess``."""
+    parser.add_argument("--score-threshold", metavar="F", type=unit_interval, default=0.05, help=score_help)
+    parser.add_argument("--iou-threshold", metavar="F", type=iou_threshold, default=0.5,
+                        help="NMS IoU threshold (default 0.5)")
+    parser.add_argument("--max-detections", metavar="N", type=positive_int, default=100, help="per image (default 100)")
+
+
 CLASS_HINT = "; pass class_names="  # how the readers end the message about a class outside the names
 
 
@@ -144,6 +162,89 @@ def read_split(source: str, split: str | None, purpose: str, *, class_names: Seq
         if CLASS_HINT in message:
             message = f"{message[:message.index(CLASS_HINT)]}; {classes_hint}"
         raise type(err)(f"{option}: {message}") from None
+
+
+def read_model(model: str):
+    """``(model file, record file, DetectorSpec, record document)`` of ``--model`` (a run folder
+    or a ``.keras`` file with ``detector.json`` beside it); ``InputError`` beginning with
+    ``--model`` (or naming the record) when either is missing or the record is unusable. No Keras."""
+    from keras_lightnets.training.detector_record import DetectorSpec, model_paths, read_record
+
+    try:
+        model_path, record_path = model_paths(model)
+    except errors.InputError as err:
+        raise errors.InputError(f"--model: {errors.one_line(err)}") from None
+    record_path, document = read_record(record_path)
+    spec = DetectorSpec.from_record(document, f"detector record {str(record_path)!r}")
+    return model_path, record_path, spec, document
+
+
+def add_image_arguments(parser: argparse.ArgumentParser, test_use: str) -> None:
+    """``--data`` (optional: ``digits`` for a detector trained on it), ``--data-dir``,
+    ``--calibration-split`` and ``--test-split`` (``test_use``: what the test images are for), for
+    the subcommands that read calibration and test images of a trained detector."""
+    parser.add_argument("--data", metavar="SRC",
+                        help=f"images and boxes for int8 calibration and {test_use}: {DATA_FORMS}. Default: digits "
+                             "for a detector trained on digits, else none")
+    parser.add_argument("--data-dir", metavar="DIR", help="the TFDS data folder for --data tfds:... "
+                                                          "(nothing is downloaded)")
+    parser.add_argument("--calibration-split", metavar="NAME",
+                        help="the split calibration images come from (default: the training split, as --split of "
+                             "`detect train`)")
+    parser.add_argument("--test-split", metavar="NAME",
+                        help=f"the split of the images for {test_use} (default: the test split, as --split of "
+                             "`detect eval`)")
+
+
+def image_source(data: str | None, document: dict[str, Any]) -> str | None:
+    """``--data``, or ``"digits"`` when it is not given and the record says the detector was
+    trained on digits (``trained_on_digits``), else None. ``InputError`` for a ``--data`` that is
+    none of ``DATA_FORMS`` (``source_kind``). No TensorFlow."""
+    if data is None:
+        return "digits" if trained_on_digits(document) else None
+    source_kind(data)
+    return data
+
+
+def training_source(document: dict[str, Any]) -> str | None:
+    """The ``source`` of the training data a detector's record names (``"digits:train"``,
+    ``"voc:/data/VOC2007:trainval"``...; ``detect train`` writes it), None when it names none."""
+    training = document.get("training")
+    data = training.get("data") if isinstance(training, dict) else None
+    source = data.get("source") if isinstance(data, dict) else None
+    return source if isinstance(source, str) and source else None
+
+
+def trained_on_digits(document: dict[str, Any]) -> bool:
+    """Whether a detector's record says it was trained on ``--data digits`` (then ``digits`` is the
+    default ``--data`` of the subcommands that need images)."""
+    return (training_source(document) or "").startswith("digits:")
+
+
+def model_split(source: str, split: str | None, purpose: str, spec, *, limit: int | None = None,
+                data_dir: str | None = None, what: str, say, option: str = "--data"):
+    """``(DetectionData, DetectionArrays)``: one split of ``source`` (``read_split``) in the classes
+    of the detector ``spec`` (VOC and COCO boxes named by them; digits or TFDS data must have them),
+    reported (``report_data``, ``what`` names it) and resized to the detector's square input
+    (``data.detection_sources.to_arrays``: uint8 ``(N, S, S, 3)`` images, boxes in their pixels).
+    ``InputError`` beginning with ``option`` for data the detector cannot take."""
+    from keras_lightnets.data.detection_sources import to_arrays
+
+    height, width = spec.input_size
+    if height != width:
+        raise errors.InputError(f"--model: the detector's input is {height}x{width}; only square inputs read data here")
+    kind = source_kind(source)
+    data = read_split(source, split, purpose, limit=limit, data_dir=data_dir, option=option,
+                      class_names=None if kind in ("digits", "tfds") else spec.class_names,
+                      classes_hint="the model detects only those classes")
+    if tuple(data.class_names) != spec.class_names:
+        raise errors.InputError(f"{option} names the classes {list(data.class_names)[:20]}, the model "
+                                f"{list(spec.class_names)[:20]}: use data of the model's classes")
+    report_data(data, what, say)
+    try:
+        return data, to_arrays(data, height)
+    except errors.InputError as err:
+        raise errors.InputError(f"{option}: {errors.one_line(err)}") from None
 
 
 def box_count(data) -> int:
@@ -172,5 +273,7 @@ def report_data(data, what: str, say) -> None:
                                 + (f" (dropped: {dropped})" if dropped else "") + "; nothing to learn or measure")
 
 
-__all__ = ["DATA_FORMS", "add_data_arguments", "box_count", "coco_file", "data_report", "parse_class_names",
-           "read_split", "report_data", "resolve_split", "source_kind"]
+__all__ = ["DATA_FORMS", "add_data_arguments", "add_image_arguments", "add_threshold_arguments", "box_count",
+           "coco_file", "data_report", "image_source", "model_split", "parse_class_names", "read_model", "read_split",
+           "report_data", "resolve_split", "source_kind", "trained_on_digits",
+           "training_source"]

@@ -1,11 +1,11 @@
-"""``lightnets detect SUBCOMMAND``: object detectors from the command line (``train``, ``eval``).
+"""``lightnets detect SUBCOMMAND``: object detectors from the command line (``train``, ``eval``, ``export``, ``bench``).
 
 A group of subcommands: each is a module of ``keras_lightnets.cli`` named in ``SUBCOMMANDS``,
 with the parts of every ``lightnets`` subcommand (``cli.command``: ``HELP``, ``DESCRIPTION``,
 ``INTERRUPTED``, ``add_arguments``, ``run``, optionally ``error_hint``). ``add_arguments`` gives
 each its own subparser and sets ``args.subcommand`` to its module, so ``lightnets`` runs (and
 maps the errors of) that module directly, with its own Ctrl-C line and hints. Adding a
-subcommand (``export``, ``bench``) is one module and one entry of ``SUBCOMMANDS``. The modules
+subcommand is one module and one entry of ``SUBCOMMANDS``. The modules
 share ``cli._detect`` (the ``--data`` options and readers); the detector of a run folder is
 ``training.detector_record.load_detector``'s.
 
@@ -22,9 +22,12 @@ from types import ModuleType
 
 from keras_lightnets.cli import command
 
-SUBCOMMANDS = {"train": "detect_train", "eval": "detect_eval"}  # name -> module of keras_lightnets.cli
-HELP = "train and evaluate object detectors (SSD, SSDLite, RetinaNet): `lightnets detect train|eval --help`"
-DESCRIPTION = "Object detectors: train one on digits, VOC, COCO or TFDS data; measure its mAP and draw its boxes."
+# name -> module of keras_lightnets.cli
+SUBCOMMANDS = {"train": "detect_train", "eval": "detect_eval", "export": "detect_export", "bench": "detect_bench"}
+HELP = ("train, evaluate and export object detectors (SSD, SSDLite, RetinaNet): "
+        "`lightnets detect train|eval|export|bench --help`")
+DESCRIPTION = ("Object detectors: train one on digits, VOC, COCO or TFDS data; measure its mAP and draw its boxes; "
+               "convert it to TensorFlow Lite (int8, with its post-processing) and benchmark the files.")
 INTERRUPTED = ""
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from keras_lightnets import errors
 from keras_lightnets.cli import _detect, command
-from keras_lightnets.cli._args import natural_int, positive_int
+from keras_lightnets.cli._args import natural_int, positive_int, unit_interval
 
 HELP = "measure a trained detector's mAP on VOC, COCO, TFDS or digits data and draw its boxes"
 INTERRUPTED = "; nothing written"
@@ -39,39 +39,16 @@ PICTURE = "detections.png"
 DEFAULT_OUTPUT = "lightnets-detect-eval"
 
 
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); received {text!r}")
-    return value
-
-
-def _iou(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; received {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``detect eval``'s arguments to ``parser``."""
     parser.add_argument("--model", required=True, metavar="RUN_DIR_OR_FILE",
                         help="a `lightnets detect train` run folder, or a .keras file with detector.json beside it")
     _detect.add_data_arguments(parser, "eval")
     parser.add_argument("--batch-size", metavar="N", type=positive_int, default=16, help="images per batch (16)")
-    parser.add_argument("--score-threshold", metavar="F", type=_unit_interval, default=0.05,
-                        help="keep detections scoring above it (default 0.05, as COCO evaluations do)")
-    parser.add_argument("--iou-threshold", metavar="F", type=_iou, default=0.5, help="NMS IoU threshold (default 0.5)")
-    parser.add_argument("--max-detections", metavar="N", type=positive_int, default=100, help="per image (default 100)")
+    _detect.add_threshold_arguments(parser, "keep detections scoring above it (default 0.05, as COCO evaluations do)")
     parser.add_argument("--show", metavar="N", type=natural_int, default=8,
                         help="images drawn in detections.png (default 8; 0: no picture)")
-    parser.add_argument("--draw-threshold", metavar="F", type=_unit_interval, default=0.3,
+    parser.add_argument("--draw-threshold", metavar="F", type=unit_interval, default=0.3,
                         help="draw detections scoring at least this (default 0.3)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, metavar="DIR",
                         help=f"folder for {REPORT} and {PICTURE} (default {DEFAULT_OUTPUT})")
@@ -101,39 +78,23 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate as ``args`` say; prints the main figures and the written paths."""
     from keras_lightnets.cli.console import native_logs_hidden
     from keras_lightnets.files import Staging, remove_stale_temporaries
-    from keras_lightnets.training.detector_record import model_paths, read_detector_record
 
     def say(message: str) -> None:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    try:
-        model_path, record_path = model_paths(args.model)
-    except errors.InputError as err:
-        raise errors.InputError(f"--model: {errors.one_line(err)}") from None
-    spec = read_detector_record(record_path)
+    model_path, record_path, spec, _ = _detect.read_model(args.model)
     height, width = spec.input_size
     if height != width:
         raise errors.InputError(f"--model: the detector's input is {height}x{width}; eval reads square images only")
     report_path, picture_path = _output_paths(args)
-    kind = _detect.source_kind(args.data)
     with native_logs_hidden(args.quiet):
-        data = _detect.read_split(args.data, args.split, "eval", limit=args.limit, data_dir=args.data_dir,
-                                  class_names=None if kind in ("digits", "tfds") else spec.class_names,
-                                  classes_hint="the model detects only those classes")
-        if tuple(data.class_names) != spec.class_names:
-            raise errors.InputError(f"--data names the classes {list(data.class_names)[:20]}, the model "
-                                    f"{list(spec.class_names)[:20]}: evaluate on data of the model's classes")
-        _detect.report_data(data, "test data", say)
-        from keras_lightnets.data.detection_sources import to_arrays
+        data, arrays = _detect.model_split(args.data, args.split, "eval", spec, limit=args.limit,
+                                           data_dir=args.data_dir, what="test data", say=say)
         from keras_lightnets.detection.evaluation import predict_detections, score_detections
         from keras_lightnets.training.detector_record import load_detector
 
-        try:
-            arrays = to_arrays(data, height)
-        except errors.InputError as err:
-            raise errors.InputError(f"--data: {errors.one_line(err)}") from None
         say(f"loading {model_path} ({spec.kind}{f' on {spec.backbone}' if spec.backbone else ''}, "
             f"{spec.foreground_classes} classes, {height}x{width})")
         detector = load_detector(args.model)

@@ -1,5 +1,6 @@
 """A detector run over images and scored: its detections per image, COCO and VOC07 mAP as JSON-ready numbers.
 
+``detector_inputs(images, preprocessing)`` scales ``[0, 255]`` pixels as a detector takes them.
 ``predict_detections(detector, images, preprocessing=...)`` runs ``inference.inference_model`` of a
 training model (``SSDLite``, ``RetinaNet``, ``saving.load_detector``'s) and cuts its padded
 outputs into per-image dicts (``metrics.detections_from_outputs``). ``score_detections(truth,
@@ -20,6 +21,21 @@ from keras_lightnets.errors import InputError
 from keras_lightnets.validation import check_positive_int
 
 
+def detector_inputs(images, preprocessing: str) -> np.ndarray:
+    """``images`` as a detector takes them: float32 ``(N, H, W, 3)`` from RGB pixels in
+    ``[0, 255]``, scaled as ``preprocessing`` says (a ``DetectorSpec.preprocessing``:
+    ``"in_model"`` leaves them as they are; ``"tf"``, ``"torch"``, ``"bgr255"``:
+    ``imagenet.preprocess_input``), e.g. for int8 calibration or ``verify_tflite``."""
+    from keras_lightnets.imagenet import PREPROCESS_MODES, preprocess_input
+    from keras_lightnets.validation import check_choice
+
+    check_choice("preprocessing", preprocessing, tuple(PREPROCESS_MODES))
+    pixels = np.asarray(images)
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or len(pixels) == 0:
+        raise InputError(f"`images` must be (N, height, width, 3) pixels with N >= 1; received shape {pixels.shape}")
+    return np.asarray(preprocess_input(pixels.astype(np.float32), mode=PREPROCESS_MODES[preprocessing]))
+
+
 def predict_detections(detector, images, *, preprocessing: str = "in_model", batch_size: int = 16,
                        score_threshold: float = 0.05, iou_threshold: float = 0.5,
                        max_detections: int = 100) -> list[dict[str, np.ndarray]]:
@@ -38,17 +54,11 @@ def predict_detections(detector, images, *, preprocessing: str = "in_model", bat
     """
     from keras_lightnets.detection import metrics
     from keras_lightnets.detection.inference import inference_model
-    from keras_lightnets.imagenet import PREPROCESS_MODES, preprocess_input
-    from keras_lightnets.validation import check_choice
 
-    check_choice("preprocessing", preprocessing, tuple(PREPROCESS_MODES))
+    pixels = detector_inputs(images, preprocessing)
     batch_size = check_positive_int("batch_size", batch_size)
-    pixels = np.asarray(images)
-    if pixels.ndim != 4 or pixels.shape[-1] != 3 or len(pixels) == 0:
-        raise InputError(f"`images` must be (N, height, width, 3) pixels with N >= 1; received shape {pixels.shape}")
     model = inference_model(detector, score_threshold=score_threshold, iou_threshold=iou_threshold,
                             max_detections=max_detections)
-    pixels = preprocess_input(pixels.astype(np.float32), mode=PREPROCESS_MODES[preprocessing])
     boxes, scores, classes, counts = model.predict(pixels, batch_size=batch_size, verbose=0)
     return metrics.detections_from_outputs(boxes, scores, classes, counts)
 
@@ -88,4 +98,4 @@ def score_detections(truth: Sequence[Mapping], detections: Sequence[Mapping],
     }
 
 
-__all__ = ["predict_detections", "score_detections"]
+__all__ = ["detector_inputs", "predict_detections", "score_detections"]

@@ -10,6 +10,9 @@ Measured: per image, the share of confident detections (score >= ``agreement_sco
 other side reproduces (same class, IoU >= ``agreement_iou``), over the larger of the two counts
 (1.0 for an image where neither side has one); and, given ground truth, COCO mAP@.5 and
 mAP@[.5:.95] of both sides and their differences (``detection.metrics.coco_map``).
+
+``tflite_detections`` gives the file's detections themselves (e.g. to draw them beside the Keras
+model's) and ``file_settings`` the thresholds both sides use.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from keras_lightnets.errors import InputError
-from keras_lightnets.export.detectors import postprocess_options
+from keras_lightnets.export.detectors import is_detector, postprocess_options
 from keras_lightnets.export.images import collect_images
 from keras_lightnets.export.inputs import check_tflite_path, exportable
 from keras_lightnets.export.litert import open_interpreter
@@ -167,6 +170,63 @@ def _ground_truth(truth: Any, count: int) -> list[dict[str, np.ndarray]] | None:
     return list(truth[:count])
 
 
+def file_settings(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """``(postprocess, thresholds)`` of a detector file: ``"regular"`` or ``"fast"`` and its
+    ``TFLite_Detection_PostProcess`` op's ``score_threshold``, ``iou_threshold`` and
+    ``max_detections``, or ``"raw"`` and ``DEFAULT_THRESHOLDS`` (what its raw outputs are
+    post-processed with here). Reads the file, runs nothing."""
+    options = postprocess_options(path)
+    if options is None:
+        return "raw", dict(DEFAULT_THRESHOLDS)
+    thresholds = {"score_threshold": float(np.float32(options["nms_score_threshold"])),
+                  "iou_threshold": float(np.float32(options["nms_iou_threshold"])),
+                  "max_detections": int(options["max_detections"])}
+    return ("regular" if options["use_regular_nms"] else "fast"), thresholds
+
+
+def _file_detections(interpreter: Any, images: np.ndarray, model: Any, postprocess: str,
+                     thresholds: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+    """The file's detections on ``images``, one dict per image (``tflite_detections``)."""
+    from keras_lightnets.detection.inference import postprocess_numpy
+
+    results = _lite_outputs(interpreter, images)
+    if postprocess != "raw":
+        return _lite_detections(results, tuple(int(v) for v in tuple(model.detector_info["input_shape"])[:2]))
+    classes = np.concatenate([r[0] for r in results])
+    deltas = np.concatenate([r[1] for r in results])
+    if classes.shape[-1] == 4 and deltas.shape[-1] != 4:
+        classes, deltas = deltas, classes
+    return _per_image(*postprocess_numpy(classes, deltas, model.anchors, model.detector_info, **thresholds))
+
+
+def tflite_detections(path: str | os.PathLike, model: Any, images: Any, *,
+                      threads: int | None = None) -> list[dict[str, np.ndarray]]:
+    """LiteRT's detections of a detector file (``to_tflite``, any ``postprocess``) on ``images``.
+
+    Args:
+        path: the ``.tflite`` file (input batch 1).
+        model: the detector it was made from (its ``anchors`` and ``detector_info`` decode a raw
+            file's outputs and give the input size).
+        images: ``(N, H, W, C)`` as the detector takes them (preprocessed), float.
+        threads: LiteRT threads.
+
+    Returns ``N`` dicts ``{"boxes": float64 (n, 4) x1 y1 x2 y2 input pixels, clipped to the image,
+    "scores": (n,), "classes": int64 (n,) 0-based foreground ids}``, as ``verify_tflite`` compares
+    them: a post-processed file's own detections, a raw file's outputs through
+    ``detection.inference.postprocess_numpy`` with ``DEFAULT_THRESHOLDS``.
+    """
+    path = check_tflite_path(path)
+    if not is_detector(model):
+        raise InputError("`model` must be the detector the file was made from (with `anchors` and `detector_info`); "
+                         f"received {type(model).__name__}")
+    model, images = exportable(model, images, what="tflite_detections")
+    interpreter = open_interpreter(path, threads)
+    [detail] = interpreter.get_input_details()
+    pixels = collect_images(images, tuple(int(d) for d in detail["shape"][1:]), limit=None, name="images")
+    postprocess, thresholds = file_settings(path)
+    return _file_detections(interpreter, pixels, model, postprocess, thresholds)
+
+
 def verify_detector(
     path: str | os.PathLike, model: Any, data: Any, *, ground_truth: Any = None, num_samples: int | None = None,
     threads: int | None = None, agreement_iou: float = 0.9, agreement_score: float = 0.5,
@@ -183,7 +243,7 @@ def verify_detector(
         agreement_iou, agreement_score: the box agreement's IoU and score thresholds, in (0, 1].
     """
     from keras_lightnets.detection import metrics
-    from keras_lightnets.detection.inference import inference_model, postprocess_numpy
+    from keras_lightnets.detection.inference import inference_model
 
     started = time.perf_counter()
     path = check_tflite_path(path)
@@ -197,29 +257,10 @@ def verify_detector(
     [detail] = interpreter.get_input_details()
     images = collect_images(data, tuple(int(d) for d in detail["shape"][1:]), limit=num_samples, name="data")
     truth = _ground_truth(ground_truth, len(images))
-    options = postprocess_options(path)
-    size = tuple(int(v) for v in tuple(model.detector_info["input_shape"])[:2])
-    if options is None:
-        thresholds = dict(DEFAULT_THRESHOLDS)
-        postprocess = "raw"
-    else:
-        thresholds = {"score_threshold": float(np.float32(options["nms_score_threshold"])),
-                      "iou_threshold": float(np.float32(options["nms_iou_threshold"])),
-                      "max_detections": int(options["max_detections"])}
-        postprocess = "regular" if options["use_regular_nms"] else "fast"
+    postprocess, thresholds = file_settings(path)
     keras_model = inference_model(model, **thresholds)
-    keras_out = keras_model.predict(images, batch_size=16, verbose=0)
-    keras_detections = _per_image(*keras_out)
-    results = _lite_outputs(interpreter, images)
-    if options is None:
-        classes = np.concatenate([r[0] for r in results])
-        deltas = np.concatenate([r[1] for r in results])
-        if classes.shape[-1] == 4 and deltas.shape[-1] != 4:
-            classes, deltas = deltas, classes
-        lite_detections = _per_image(*postprocess_numpy(classes, deltas, model.anchors, model.detector_info,
-                                                        **thresholds))
-    else:
-        lite_detections = _lite_detections(results, size)
+    keras_detections = _per_image(*keras_model.predict(images, batch_size=16, verbose=0))
+    lite_detections = _file_detections(interpreter, images, model, postprocess, thresholds)
     shares, keras_count, lite_count = [], 0, 0
     for k, t in zip(keras_detections, lite_detections, strict=True):
         share, n_keras, n_lite = agreement(k, t, iou=agreement_iou, score=agreement_score)

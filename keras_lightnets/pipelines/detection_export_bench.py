@@ -144,9 +144,9 @@ def checks(figures: ExportFigures) -> list[tuple[str, bool, str]]:
 
 
 def _inputs(split, preprocessing: str) -> np.ndarray:
-    from keras_lightnets.imagenet import PREPROCESS_MODES, preprocess_input
+    from keras_lightnets.detection.evaluation import detector_inputs
 
-    return preprocess_input(split.images.astype(np.float32), mode=PREPROCESS_MODES[preprocessing])
+    return detector_inputs(split.images, preprocessing)
 
 
 def _qat_detector(benchmark: DetectionExportBenchmark, detector, data: dict, folder: str):

@@ -273,10 +273,12 @@ def model_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return model, record
 
 
-def read_detector_record(path: str | os.PathLike) -> DetectorSpec:
-    """The ``DetectorSpec`` of a record file, or of the ``detector.json`` of a run folder or a
-    ``.keras`` file's folder (``model_paths``): read up to ``MAX_RECORD_BYTES`` and checked.
-    ``InputError`` naming the file when it is missing, too large, not UTF-8 JSON or malformed."""
+def read_record(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """``(record file, parsed document)`` of a record file, or of the ``detector.json`` of a run
+    folder or a ``.keras`` file's folder (``model_paths``): read up to ``MAX_RECORD_BYTES``, the
+    whole JSON object with its extra entries (e.g. ``"training"``: what ``lightnets detect train``
+    trained on), not checked beyond being one. ``InputError`` naming the file when it is missing,
+    too large or not UTF-8 JSON."""
     given = Path(os.fspath(path)) if isinstance(path, str | os.PathLike) else None
     record = given if given is not None and given.suffix == ".json" else model_paths(path)[1]
     from keras_lightnets.data.detection_sources import read_bounded
@@ -286,6 +288,14 @@ def read_detector_record(path: str | os.PathLike) -> DetectorSpec:
         parsed = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InputError(f"detector record {str(record)!r} is not valid JSON: {one_line(err)[:200]}") from None
+    return record, parsed
+
+
+def read_detector_record(path: str | os.PathLike) -> DetectorSpec:
+    """The ``DetectorSpec`` of a record file, or of the ``detector.json`` of a run folder or a
+    ``.keras`` file's folder (``model_paths``): read up to ``MAX_RECORD_BYTES`` and checked.
+    ``InputError`` naming the file when it is missing, too large, not UTF-8 JSON or malformed."""
+    record, parsed = read_record(path)
     return DetectorSpec.from_record(parsed, f"detector record {str(record)!r}")
 
 
@@ -346,5 +356,5 @@ def load_detector(path: str | os.PathLike):
 
 __all__ = [
     "BUILDERS", "BUILDER_OPTIONS", "MAX_RECORD_BYTES", "RECORD_NAME", "DetectorSpec", "detector_family",
-    "detector_kinds", "load_detector", "model_paths", "num_classes_for", "read_detector_record",
+    "detector_kinds", "load_detector", "model_paths", "num_classes_for", "read_detector_record", "read_record",
 ]
