@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_lightnets.compression.detectors import is_detector
 from keras_lightnets.errors import InputError
-from keras_lightnets.export.detectors import is_detector, postprocess_options
+from keras_lightnets.export.detectors import postprocess_options
 from keras_lightnets.export.images import collect_images
 from keras_lightnets.export.inputs import check_tflite_path, exportable
 from keras_lightnets.export.litert import open_interpreter
