@@ -107,10 +107,10 @@ def output_paths(args: argparse.Namespace, inputs: dict[str, str | None]) -> Out
     from keras_lightnets.model_files import check_outputs_spare_inputs
 
     output = os.path.abspath(args.output)
-    if not output.endswith(".tflite") or output == os.path.abspath(".tflite"):
-        raise errors.InputError(f"--output must be a file name ending in .tflite; received {args.output!r}")
     if os.path.isdir(output):
         raise errors.InputError(f"--output {args.output!r} is a folder; give a file name ending in .tflite")
+    if not output.endswith(".tflite") or output == os.path.abspath(".tflite"):
+        raise errors.InputError(f"--output must be a file name ending in .tflite; received {args.output!r}")
     folder = os.path.dirname(output)
     if not os.path.isdir(folder):
         raise errors.InputError(f"--output folder {folder!r} does not exist")
