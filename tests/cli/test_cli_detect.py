@@ -126,7 +126,7 @@ def test_detect_is_a_group_whose_subcommands_run_as_their_own_modules(capsys):
     assert args.subcommand is detect_eval and args.detect_command == "eval"  # its INTERRUPTED, error_hint
     args = build_parser().parse_args(["detect", "train", "--data", "digits", "--detector", "ssdlite"])
     assert args.subcommand is detect_train and args.subcommand.INTERRUPTED.startswith(" (completed epochs")
-    assert list(detect.subcommands()) == list(detect.SUBCOMMANDS) == ["train", "eval"]
+    assert list(detect.subcommands()) == list(detect.SUBCOMMANDS) == ["train", "eval", "export", "bench"]
     with pytest.raises(SystemExit) as info:
         main(["detect"])
     assert info.value.code == 2 and "required: SUBCOMMAND" in capsys.readouterr().err
