@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,16 @@ TFDS_DEFAULTS = {"train": "train", "validation": "validation", "eval": "test"}
 VOC_DEFAULTS = {"train": "trainval", "validation": "val", "eval": "test"}  # when ImageSets/Main lists them
 COCO_HINTS = {"train": "train", "validation": "val", "eval": "val"}  # picks among several instances files
 WARNED_DROPS = {"box_clipped": "clipped to its image", "box_degenerate": "outside its image or empty, dropped"}
+
+
+def progress(quiet: bool):
+    """The subcommands' ``say``: one progress line on stderr, none under ``--quiet``."""
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    return say
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:

@@ -190,9 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_lightnets.cli.console import native_logs_hidden
     from keras_lightnets.files import Staging, remove_stale_temporaries
 
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr, flush=True)
+    say = _detect.progress(args.quiet)
 
     started = time.perf_counter()
     model_path, record_path, spec, document = _detect.read_model(args.model)

@@ -268,9 +268,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_lightnets.training.detector_record import RECORD_NAME, DetectorSpec, num_classes_for
     from keras_lightnets.training.run_folder import check_output_dir
 
-    def say(message: str) -> None:
-        if not args.quiet:
-            print(message, file=sys.stderr, flush=True)
+    say = _detect.progress(args.quiet)
 
     plan = detector_plan(args)
     try:

@@ -1,4 +1,5 @@
-"""The package's only doors into LiteRT (``ai_edge_litert``): its modules, an interpreter, its op table.
+"""The package's only doors into LiteRT (``ai_edge_litert``): its modules, an interpreter, its op table,
+and the conversion of float arrays to and from a tensor's dtype (``quantize_input``, ``dequantize_output``).
 
 Nothing here imports TensorFlow, so the benchmark child process can use it too.
 """
@@ -9,6 +10,8 @@ import importlib
 import os
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 
 def litert_module(module: str) -> ModuleType:
@@ -37,3 +40,23 @@ def op_table(interpreter: Any) -> list[dict[str, Any]]:
     LiteRT's only view of it is the private ``_get_ops_details``; this is its one reader.
     """
     return interpreter._get_ops_details()
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input -> the input tensor's dtype with its scale and zero point (identity for float inputs)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    if not scale:
+        raise ValueError(f"input tensor {detail['name']!r} is {dtype} without quantization parameters")
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(q: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor's values as float32 (``scale * (q - zero_point)`` for a quantized one)."""
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(q.dtype, np.floating) or not scale:
+        return q.astype(np.float32)
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -17,30 +17,10 @@ import numpy as np
 from keras_lightnets.compression.detectors import is_detector
 from keras_lightnets.export.images import check_labels, collect_images_and_labels
 from keras_lightnets.export.inputs import check_tflite_path, exportable
-from keras_lightnets.export.litert import open_interpreter
+from keras_lightnets.export.litert import dequantize_output, open_interpreter, quantize_input
 from keras_lightnets.export.reports import VerifyReport
 from keras_lightnets.export.verify_detection import DetectionVerifyReport, verify_detector
 from keras_lightnets.validation import check_positive_int
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float input -> the input tensor's dtype with its scale and zero point (identity for float inputs)."""
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(dtype, np.floating):
-        return x.astype(dtype)
-    if not scale:
-        raise ValueError(f"input tensor {detail['name']!r} is {dtype} without quantization parameters")
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
-    """An output tensor's values as float32 (``scale * (q - zero_point)`` for a quantized one)."""
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(q.dtype, np.floating) or not scale:
-        return q.astype(np.float32)
-    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
 def _run_tflite(interpreter: Any, images: np.ndarray) -> list[np.ndarray]:
@@ -54,10 +34,10 @@ def _run_tflite(interpreter: Any, images: np.ndarray) -> list[np.ndarray]:
         pad = batch - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        interpreter.set_tensor(detail["index"], _quantize(chunk, detail))
+        interpreter.set_tensor(detail["index"], quantize_input(chunk, detail))
         interpreter.invoke()
         for out, store in zip(outputs, collected, strict=True):
-            store.append(_dequantize(interpreter.get_tensor(out["index"]), out)[: batch - pad])
+            store.append(dequantize_output(interpreter.get_tensor(out["index"]), out)[: batch - pad])
     return [np.concatenate(parts) for parts in collected]
 
 

@@ -29,7 +29,7 @@ from keras_lightnets.errors import InputError
 from keras_lightnets.export.detectors import postprocess_options
 from keras_lightnets.export.images import collect_images
 from keras_lightnets.export.inputs import check_tflite_path, exportable
-from keras_lightnets.export.litert import open_interpreter
+from keras_lightnets.export.litert import dequantize_output, open_interpreter, quantize_input
 from keras_lightnets.validation import check_positive_int
 
 DEFAULT_THRESHOLDS = {"score_threshold": 0.05, "iou_threshold": 0.5, "max_detections": 100}
@@ -69,22 +69,6 @@ class DetectionVerifyReport:
         return asdict(self)
 
 
-def _quantized(images: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if np.issubdtype(dtype, np.floating):
-        return images.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(images / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def _dequantized(values: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(values.dtype, np.floating) or not scale:
-        return values.astype(np.float32)
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
 def _lite_outputs(interpreter: Any, images: np.ndarray) -> list[list[np.ndarray]]:
     """Per image, the file's outputs (dequantized float32, batch axis kept)."""
     [detail] = interpreter.get_input_details()
@@ -93,9 +77,9 @@ def _lite_outputs(interpreter: Any, images: np.ndarray) -> list[list[np.ndarray]
     outputs = interpreter.get_output_details()
     results = []
     for image in images:
-        interpreter.set_tensor(detail["index"], _quantized(image[None], detail))
+        interpreter.set_tensor(detail["index"], quantize_input(image[None], detail))
         interpreter.invoke()
-        results.append([_dequantized(interpreter.get_tensor(o["index"]), o) for o in outputs])
+        results.append([dequantize_output(interpreter.get_tensor(o["index"]), o) for o in outputs])
     return results
 
 
