@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One subparser per subcommand (usage errors: one line, exit code 2); each sets ``subcommand``
     to its module."""
     commands = parser.add_subparsers(dest="detect_command", required=True, metavar="SUBCOMMAND",
-                                     parser_class=command.Parser)
+                                     parser_class=command.Parser,
+                                     help="what to do: " + ", ".join(subcommands()))
     for name, module in subcommands().items():
         subparser = commands.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
         module.add_arguments(subparser)

@@ -245,6 +245,12 @@ def test_every_option_of_every_subcommand_has_help_and_every_subcommand_a_descri
     for name, sub in _subparsers(parser).items():
         missing += [f"lightnets {name} {a.option_strings or a.dest}" for a in sub._actions
                     if not (a.help or "").strip()]
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for leaf_name, leaf in (nested[0].choices.items() if nested else ()):  # `lightnets detect train` ...
+            missing += [f"lightnets {name} {leaf_name} {a.option_strings or a.dest}" for a in leaf._actions
+                        if not (a.help or "").strip()]
+            assert (leaf.description or "").strip(), f"`lightnets {name} {leaf_name} --help` has no description"
+            leaf.format_help()
         if name not in ("list", "info"):
             assert (sub.description or "").strip(), f"`lightnets {name} --help` has no description"
         sub.format_help()  # every help text formats (a bare % in one would raise here)
