@@ -14,6 +14,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_MODEL = "squeezenet1_1"  # the quickest registry model to train from the command line
 FAST_TRAIN = ["--weights", "none", "--image-size", "32", "--limit", "32", "--batch-size", "32", "--quiet"]
 TINY_SIZE = 32  # input side of the tiny export models, in pixels
+# Upper bound on any child process or wait in the tests: a guard against hangs, never a speed
+# assertion (a CI machine several times slower than this one must still pass).
+WAIT_S = 1800
 
 
 def randomize_weights(model, seed: int = 0) -> None:

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import image_batch
+from helpers import WAIT_S, image_batch
 
 import keras_lightnets as kl
 from keras_lightnets import _backend
@@ -89,7 +89,7 @@ def _run_child(backend: str, tmp_path, weights) -> dict:
            "fit_model": FIT_MODEL, "learning_rate": LEARNING_RATE}
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], capture_output=True, text=True,
-                            timeout=600, env=env, cwd=tmp_path)
+                            timeout=WAIT_S, env=env, cwd=tmp_path)
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
     return json.loads(lines[-1][len("REPORT "):])

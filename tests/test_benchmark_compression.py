@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets.cli import benchmark_compression
 from keras_lightnets.pipelines import compression_bench
@@ -81,6 +82,6 @@ def test_variant_names_are_checked_with_an_input_error():
 
 def test_the_tool_is_a_wrapper_over_the_package():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark_compression.py"), "--help"],
-                            capture_output=True, text=True, timeout=300, check=True)
+                            capture_output=True, text=True, timeout=WAIT_S, check=True)
     assert result.stdout.startswith("usage: benchmark_compression.py")
     assert "--strip-names" in result.stdout and "Compression figures on the bundled digits" in result.stdout

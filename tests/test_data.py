@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets.data.sources import (
     DataNotPreparedError,
@@ -80,7 +81,8 @@ def test_digits_need_neither_scikit_learn_nor_tfds():
         "print(len(d), 'tensorflow_datasets' in sys.modules)\n"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S,
+                         env=env, check=True)
     assert out.stdout.split() == ["359", "False"]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import WAIT_S
 
 import keras_lightnets
 from keras_lightnets import count_macs, create_model, list_models, model_config
@@ -95,7 +96,7 @@ def test_importing_the_presets_loads_no_keras():
         "from keras_lightnets.detection import presets; presets.anchors('ssdlite320_mobilenet_v3_large'); "
         "print(sorted(m for m in ('keras', 'tensorflow', 'tf_keras') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True)
     assert out.stdout.strip() == "[]"
 
 

@@ -18,6 +18,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets import errors
 from keras_lightnets.data import sources
@@ -157,13 +158,13 @@ def test_fifo_named_like_an_image_is_skipped_not_waited_on(tmp_path):
     message = " ".join(str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning))
     assert "skipped 2 of 6" in message and "FIFO" in message
 
-    finished, result = _run_with_timeout(lambda: decode_image_file(fifo, (4, 4)), timeout=30)
+    finished, result = _run_with_timeout(lambda: decode_image_file(fifo, (4, 4)), timeout=WAIT_S)
     if not finished:
         _unblock_fifo(fifo)
         pytest.fail("decode_image_file waited on a FIFO")
     assert isinstance(result, InputError) and "FIFO" in str(result) and "\n" not in str(result)
 
-    finished, result = _run_with_timeout(lambda: stream_folder(str(root), image_size=(4, 4)), timeout=60)
+    finished, result = _run_with_timeout(lambda: stream_folder(str(root), image_size=(4, 4)), timeout=WAIT_S)
     assert finished and not isinstance(result, BaseException)
     labels = [int(y) for _, y in result.dataset]
     assert result.count == 4 and sorted(labels) == [0, 0, 1, 1] and len(result.skipped) == 2
@@ -349,7 +350,7 @@ print("RESULT", json.dumps({{"n": len(data), "skipped": sorted(data.skipped), "l
       "stream_count": stream.count, "refused": refused}}))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT "):])

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets import errors
 from keras_lightnets.files import TEMP_MARK
@@ -298,7 +299,7 @@ def test_redirect_to_http_is_followed(serve, env):
 
 def test_stale_temporaries_are_removed_and_live_ones_kept(env, tmp_path, monkeypatch):
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True, timeout=60)
+                           check=True, timeout=WAIT_S)
     dead = int(child.stdout)
     env.cache.mkdir(parents=True)
     stale = env.cache / f"{TEMP_MARK}{dead}-w-abc123.part"

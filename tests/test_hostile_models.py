@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets import errors
 from keras_lightnets.cli import main
@@ -152,7 +153,7 @@ def test_convert_tool_refuses_lambda_payload(payloads, tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "convert_tflite.py"), str(payloads["h5"]),
          "-o", str(tmp_path / "o.tflite"), "--quiet"],
-        capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path,
+        capture_output=True, text=True, timeout=WAIT_S, env=ENV, cwd=tmp_path,
     )
     assert result.returncode == 2
     ours = [ln for ln in result.stderr.splitlines() if ln.startswith("convert_tflite")]  # TF's C++ lines aside
@@ -160,7 +161,7 @@ def test_convert_tool_refuses_lambda_payload(payloads, tmp_path):
     assert "Lambda" in line and "--unsafe" in line
     assert not payloads["marker"].exists() and list(tmp_path.iterdir()) == []
     help_text = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_tflite.py"), "--help"],
-                               capture_output=True, text=True, timeout=60, env=ENV).stdout
+                               capture_output=True, text=True, timeout=WAIT_S, env=ENV).stdout
     help_text = " ".join(help_text.split())
     assert "--unsafe" in help_text and "stored Python code" in help_text
 
@@ -385,7 +386,7 @@ def test_compress_refuses_to_overwrite_its_inputs(tmp_path, capsys):
 
 def _dead_pid() -> int:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=WAIT_S)
     return int(done.stdout)
 
 

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets import _backend
 from keras_lightnets.layers import (
@@ -313,7 +314,7 @@ def test_unknown_layer_or_flavour():
 def test_the_layer_modules_import_no_keras():
     code = ("import sys, keras_lightnets.layers, keras_lightnets.layers.mixins, keras_lightnets.layers.tree\n"
             "assert not [m for m in ('keras', 'tensorflow', 'tf_keras') if m in sys.modules]\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -460,5 +461,5 @@ def test_the_keras_3_layers_pass_under_jax():
             "assert keras.config.backend() == 'jax', keras.config.backend()\n"
             "sys.exit(pytest.main(['-p', 'no:xdist', '-p', 'no:cacheprovider', '-q', '-k', 'keras3', sys.argv[1]]))\n")
     result = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve())],
-                            capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+                            capture_output=True, text=True, timeout=WAIT_S, env=env, cwd=ROOT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

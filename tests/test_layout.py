@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import image_batch, randomize_weights
+from helpers import WAIT_S, image_batch, randomize_weights
 
 import keras_lightnets
 from keras_lightnets import create_model, imagenet, list_models, model_config
@@ -137,7 +137,7 @@ print("loaded", sorted({type(layer).__name__ for layer in model.layers}))
 def _run(parts: list[str], *args: Path) -> str:
     code = "\n".join(textwrap.dedent(part) for part in parts)
     result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                            text=True, timeout=300, cwd=ROOT)
+                            text=True, timeout=WAIT_S, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -181,11 +181,11 @@ def test_python_m_keras_lightnets_runs_the_cli_and_version(capsys):
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"lightnets {keras_lightnets.__version__}"
     result = subprocess.run([sys.executable, "-m", "keras_lightnets", "list", "squeezenet*"], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
+                            text=True, timeout=WAIT_S, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "squeezenet1_0" in result.stdout and "squeezenet1_1" in result.stdout
     result = subprocess.run([sys.executable, "-m", "keras_lightnets", "info", "nope"], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
+                            text=True, timeout=WAIT_S, cwd=ROOT)
     assert result.returncode == 2 and result.stderr.startswith("lightnets: error:")
 
 

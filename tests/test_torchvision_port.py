@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import WAIT_S
 from safetensors.numpy import load_file, save_file
 
 from keras_lightnets import count_macs, create_model, model_config
@@ -389,7 +390,7 @@ def test_port_tool_refuses_a_bad_output_name_from_the_command_line(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "port_weights.py"), str(src), "--arch", "squeezenet1_1",
          "-o", str(tmp_path / "out.h5")],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True, text=True, check=False, timeout=WAIT_S,
     )
     assert result.returncode == 2, result.stderr
     assert "must be a file name ending in '.weights.h5'" in result.stderr

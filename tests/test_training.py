@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import randomize_weights
+from helpers import WAIT_S, randomize_weights
 
 from keras_lightnets.cli import train as train_cli
 from keras_lightnets.files import TEMP_MARK
@@ -214,9 +214,9 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
 
     first = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
-        killed_state = _wait_for_epoch(state_file, 1, first, timeout=240)
+        killed_state = _wait_for_epoch(state_file, 1, first, timeout=WAIT_S)
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
+        first.wait(timeout=WAIT_S)
     finally:
         first.kill()
         first.wait()
@@ -229,9 +229,9 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
                               stdout=subprocess.DEVNULL, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        _wait_for_epoch(state_file, 2, second, timeout=240)
+        _wait_for_epoch(state_file, 2, second, timeout=WAIT_S)
         second.send_signal(signal.SIGINT)
-        _, errors = second.communicate(timeout=60)
+        _, errors = second.communicate(timeout=WAIT_S)
     finally:
         second.kill()
         second.wait()
@@ -290,7 +290,7 @@ def test_multiworker_workers_end_with_identical_weights(tmp_path):
                 [sys.executable, "-c", WORKER, str(tmp_path / f"out{index}"), str(tmp_path / f"weights{index}.npz")],
                 env={**_env(), "TF_CONFIG": tf_config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ))
-        results = [p.communicate(timeout=300) for p in processes]
+        results = [p.communicate(timeout=WAIT_S) for p in processes]
     finally:
         for p in processes:
             p.kill()

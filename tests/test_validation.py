@@ -12,6 +12,7 @@ import sys
 
 import keras
 import pytest
+from helpers import WAIT_S
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -132,5 +133,5 @@ def test_import_is_light():
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, check=True)
     assert result.stdout.strip() == ""

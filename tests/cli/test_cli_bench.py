@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import PNG_MAGIC, first_markdown_table
+from helpers import PNG_MAGIC, WAIT_S, first_markdown_table
 
 from keras_lightnets.cli import bench as bench_cli
 from keras_lightnets.models.registry import list_models, model_config
@@ -126,7 +126,7 @@ def test_tools_benchmark_runs_the_same_implementation(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "benchmark.py"), "shufflenet_v2_x0_5", "--input-size", "32",
          "--runs", "1", "--no-twins", "--quiet", "--output", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True, text=True, timeout=WAIT_S, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == (out / "bench.md").read_text()
@@ -135,6 +135,7 @@ def test_tools_benchmark_runs_the_same_implementation(tmp_path):
     assert row.name == "shufflenet_v2_x0_5" and row.params == model_config("shufflenet_v2_x0_5").params
     assert sorted(os.listdir(out)) == ["bench.json", "bench.md", "bench.png"]
     bad = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "nope_net", "--output", str(out)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                         capture_output=True, text=True, timeout=WAIT_S,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines()[-1].startswith("lightnets: error: unknown model 'nope_net'")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import TINY_SIZE as SIZE
-from helpers import file_names, image_batch, tiny_keras3_classifier, tiny_qat_model
+from helpers import WAIT_S, file_names, image_batch, tiny_keras3_classifier, tiny_qat_model
 
 import keras_lightnets
 from keras_lightnets.cli import export
@@ -35,7 +35,7 @@ def test_export_imports_are_light():
         " 'ai_edge_litert', 'torch')\n"
         "print('heavy:', ','.join(m for m in heavy if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S, env=ENV)
     assert result.returncode == 0, result.stderr
     assert "usage: convert_tflite" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "heavy:"
@@ -254,14 +254,14 @@ def test_convert_script_runs_as_a_process(tmp_path):
     result = subprocess.run(
         [sys.executable, script, "mobilenet_v2_035", "--weights", "none", "--input-size", "32", "--classes", "4",
          "-q", "int8", "--data", str(tmp_path / "data.npy"), "--verify", "-o", str(out)],
-        capture_output=True, text=True, timeout=300, env=ENV, cwd=tmp_path,
+        capture_output=True, text=True, timeout=WAIT_S, env=ENV, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     assert file_names(tmp_path) == ["data.npy", "m.json", "m.tflite"]
     assert json.loads((tmp_path / "m.json").read_text())["verify"]["input_dtype"] == "int8"
     bad = subprocess.run([sys.executable, script, str(tmp_path / "missing.h5")], capture_output=True, text=True,
-                         timeout=120, env=ENV, cwd=tmp_path)
+                         timeout=WAIT_S, env=ENV, cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"convert_tflite: error: model file {str(tmp_path / 'missing.h5')!r} "
                                                "does not exist"]

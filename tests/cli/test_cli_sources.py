@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import WAIT_S
 
 from keras_lightnets.cli import build_parser, main
 
@@ -132,7 +133,7 @@ def test_quiet_hides_tensorflow_log_lines(tmp_path):
     script = ("import sys; from keras_lightnets.cli import main; sys.exit(main(['train', 'squeezenet1_1', '--data', "
               f"'tfds:no_such_dataset_here', '--data-dir', {str(tmp_path)!r}, '--weights', 'none', '--output', "
               f"{str(tmp_path / 'run')!r}, '--quiet']))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=WAIT_S,
                           check=False)
     assert done.returncode == 2
     lines = done.stderr.splitlines()
