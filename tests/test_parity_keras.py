@@ -20,12 +20,21 @@ from helpers import image_batch, randomize_weights
 from keras_lightnets import create_model, list_models, model_config
 
 KERAS_FAMILIES = {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "nasnet"}
-CASES = [
-    (name, include_top)
-    for name in list_models(pretrained=True)
-    if model_config(name).twin is not None
-    for include_top in (True, False)
-]
+TWINS = [name for name in list_models(pretrained=True) if model_config(name).twin is not None]
+
+
+def _first_per_twin_graph(names: list[str]) -> list[str]:
+    """One name per keras.applications graph (builder and ``minimalistic``; widths share layer names)."""
+    chosen: dict[tuple, str] = {}
+    for name in names:
+        twin = model_config(name).twin
+        chosen.setdefault((twin.builder, bool(twin.kwargs.get("minimalistic"))), name)
+    return sorted(chosen.values())
+
+
+# Every pretrained twin with its top (the full ImageNet file); without it (the "notop" file: the
+# same layers less the head) once per graph.
+CASES = [(name, True) for name in TWINS] + [(name, False) for name in _first_per_twin_graph(TWINS)]
 
 
 def test_the_keras_applications_families_have_twins():
