@@ -206,7 +206,7 @@ def test_kill_interrupt_and_resume_reach_the_same_epochs(tmp_path, capsys):
     import keras
 
     out = tmp_path / "run"
-    argv = [SMALL, "--weights", "none", "--image-size", "32", "--limit", "800", "--batch-size", "16",
+    argv = [SMALL, "--weights", "none", "--image-size", "32", "--limit", "400", "--batch-size", "16",
             "--epochs", "2", "--fine-tune-epochs", "4", "--lr", "3e-3", "--output", str(out), "--quiet"]
     # 6 epochs: the Ctrl-C sent after epoch 2 lands mid-run even on a loaded machine.
     command = [sys.executable, "-m", "keras_lightnets.cli.train", *argv]
