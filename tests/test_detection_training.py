@@ -335,6 +335,31 @@ def test_benchmark_tool_parses_its_options(capsys):
     assert "invalid choice: 'nothing'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_qat_fine_tune_trains_as_the_recipe_did(augment, monkeypatch, tmp_path):
+    """The export benchmark's QAT fine-tune keeps the float run's optimizer, augmentation, batch
+    and loss; only the rate, schedule and epochs are its own."""
+    from keras_lightnets.pipelines import detection_bench, detection_export_bench
+    from keras_lightnets.training import detection as training_detection
+
+    recipe = detection_bench.DetectorRecipe("ssdlite", BACKBONE, image_size=SIZE, batch_size=8, augment=augment,
+                                            optimizer="sgd", clipnorm=3.0, box_weight=2.0,
+                                            loss_options={"negative_ratio": 2})
+    benchmark = detection_export_bench.DetectionExportBenchmark(recipe=recipe, qat_epochs=3, qat_learning_rate=5e-5)
+    seen = {}
+    monkeypatch.setattr("keras_lightnets.compression.quantize_aware", lambda model: "qat model")
+    monkeypatch.setattr(training_detection, "fit_detector",
+                        lambda model, train, validation, **kwargs: seen.update(kwargs, model=model)
+                        or dataclasses.make_dataclass("R", ["model"])(model))
+    assert detection_export_bench._qat_detector(benchmark, "float model", {"train": 1, "validation": 2},
+                                                str(tmp_path)) == "qat model"
+    assert seen["model"] == "qat model"
+    assert seen["augmentation"] == ("default" if augment else None)
+    assert {k: seen[k] for k in ("optimizer", "batch_size", "box_weight", "clipnorm", "loss_options")} == {
+        "optimizer": "sgd", "batch_size": 8, "box_weight": 2.0, "clipnorm": 3.0, "loss_options": {"negative_ratio": 2}}
+    assert (seen["learning_rate"], seen["epochs_frozen"], seen["epochs_unfrozen"]) == (5e-5, 3, 0)
+
+
 def test_detection_export_benchmark_measures_its_variants_and_writes_its_report(tmp_path):
     from keras_lightnets.pipelines import detection_bench, detection_export_bench
 

@@ -78,6 +78,14 @@ class DetectorRecipe:
     def name(self) -> str:
         return f"{self.kind}_{self.backbone}"
 
+    def fit_options(self) -> dict[str, Any]:
+        """``fit_detector``'s keyword arguments that stay the same for every training of this
+        detector (the float run and a quantization-aware fine-tune of it): optimizer,
+        augmentation, batch size, box weight, gradient clip and loss options."""
+        return {"optimizer": self.optimizer, "augmentation": "default" if self.augment else None,
+                "batch_size": self.batch_size, "box_weight": self.box_weight, "clipnorm": self.clipnorm,
+                "loss_options": self.loss_options}
+
     def build(self):
         """The detector (Keras 3), from scratch: 10 digit classes (SSDLite: plus the background)."""
         from keras_lightnets.detection import RetinaNet, SSDLite
@@ -191,11 +199,8 @@ def train(benchmark: DetectionBenchmark, recipe: DetectorRecipe, data: dict,
     result = fit_detector(
         detector, data["train"], data["validation"], epochs_frozen=recipe.epochs, epochs_unfrozen=0,
         backbone_pretrained=False, learning_rate=recipe.learning_rate, schedule=recipe.schedule,
-        optimizer=recipe.optimizer, warmup_epochs=recipe.warmup_epochs,
-        augmentation="default" if recipe.augment else None,
-        batch_size=recipe.batch_size, output_dir=os.path.join(benchmark.output, recipe.name), overwrite=True,
-        seed=benchmark.seed, time_budget=benchmark.time_budget, box_weight=recipe.box_weight,
-        clipnorm=recipe.clipnorm, loss_options=recipe.loss_options, quiet=benchmark.quiet,
+        warmup_epochs=recipe.warmup_epochs, output_dir=os.path.join(benchmark.output, recipe.name), overwrite=True,
+        seed=benchmark.seed, time_budget=benchmark.time_budget, quiet=benchmark.quiet, **recipe.fit_options(),
     )
     progress(f"{recipe.name}: {result.epochs} epochs in {result.seconds:.0f} s"
              + (" (time budget spent)" if result.stopped_by_budget else ""))

@@ -150,7 +150,10 @@ def _inputs(split, preprocessing: str) -> np.ndarray:
 
 
 def _qat_detector(benchmark: DetectionExportBenchmark, detector, data: dict, folder: str):
-    """The trained ``detector`` made quantization-aware and fine-tuned for ``qat_epochs``."""
+    """The trained ``detector`` made quantization-aware and fine-tuned for ``qat_epochs`` at
+    ``qat_learning_rate`` (cosine, no warmup), otherwise as the float detector was trained (the
+    recipe's optimizer, augmentation, batch, loss: a fine-tune on images the float model never
+    saw, augmented ones, moves its BatchNorm statistics away from the test images')."""
     from keras_lightnets.compression import quantize_aware
     from keras_lightnets.training.detection import fit_detector
 
@@ -158,8 +161,8 @@ def _qat_detector(benchmark: DetectionExportBenchmark, detector, data: dict, fol
     result = fit_detector(
         qat, data["train"], data["validation"], epochs_frozen=benchmark.qat_epochs, epochs_unfrozen=0,
         backbone_pretrained=False, learning_rate=benchmark.qat_learning_rate, schedule="cosine", warmup_epochs=0,
-        batch_size=benchmark.recipe.batch_size, output_dir=folder, overwrite=True, seed=benchmark.seed,
-        loss_options=benchmark.recipe.loss_options, quiet=benchmark.quiet,
+        output_dir=folder, overwrite=True, seed=benchmark.seed, quiet=benchmark.quiet,
+        **benchmark.recipe.fit_options(),
     )
     return result.model
 
