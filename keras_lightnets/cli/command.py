@@ -13,9 +13,10 @@ A subcommand is a module of ``keras_lightnets.cli`` with:
 and an exit code:
 ``errors.InputError`` (bad input: arguments, files, folders, numbers) ``<name>: error: <message>``
 and 2; any other exception ``<name>: error: <Type>: <message>`` and 1; Ctrl-C
-``<name>: interrupted...`` and 1. ``Parser`` reports usage errors the same way (one line, 2), and
-while a command works each warning is one line (``<name>: warning: <message>``). ``<name>`` is
-the program the user ran: ``lightnets``, or a tool's own name.
+``<name>: interrupted...`` and 1 (a running ``fit`` first finishes its step:
+``training.interrupt``). ``Parser`` reports usage errors the same way (one line, 2), and while a
+command works each warning is one line (``<name>: warning: <message>``). ``<name>`` is the
+program the user ran: ``lightnets``, or a tool's own name.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import NoReturn
 
 from keras_lightnets import errors
 from keras_lightnets.cli.console import one_line_warnings
+from keras_lightnets.training import interrupt
 
 PROGRAM = "lightnets"
 
@@ -63,9 +65,10 @@ def run_guarded(name: str, work: Callable[[], int], *, interrupted: str = "",
         hint: Callable[[BaseException], str] | None = None) -> int:
     """``work()``'s exit code, warnings shown as one line each; an exception becomes one line on
     stderr (``describe`` plus ``hint(err)``) and ``errors.exit_code(err)``, Ctrl-C
-    ``<name>: interrupted<interrupted>`` and 1."""
+    ``<name>: interrupted<interrupted>`` and 1 (during training, after the current step:
+    ``training.interrupt``)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), interrupt.stop_between_steps(f"{name}: "):
             warnings.showwarning = one_line_warnings(name)
             return work()
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""The Keras callbacks of a ``fine_tune`` run: stop on a non-finite loss, record each epoch, precise BatchNorm.
+"""The Keras callbacks of a ``fine_tune`` run: stop on a non-finite loss or a Ctrl-C between steps, record
+each epoch, precise BatchNorm.
 
 This module imports Keras (and TensorFlow): ``fine_tune`` imports it only once the
 ``tf.distribute`` strategy exists.
@@ -11,6 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_lightnets.training import interrupt
 from keras_lightnets.training.divergence import diverged
 from keras_lightnets.training.run_folder import RunRecord
 from keras_lightnets.training.unfreeze import is_batch_norm
@@ -50,6 +52,26 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise diverged("the training loss", self.epoch, learning_rate(self.model))
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Raise ``KeyboardInterrupt`` after the batch or epoch during which Ctrl-C was pressed
+    (``interrupt.stop_between_steps``); while ``fit`` runs, a first Ctrl-C waits for it."""
+
+    def on_train_begin(self, logs=None):
+        interrupt.training_started()
+
+    def on_train_end(self, logs=None):
+        interrupt.training_ended()
+
+    def on_train_batch_end(self, batch, logs=None):
+        interrupt.raise_if_requested()
+
+    def on_test_batch_end(self, batch, logs=None):
+        interrupt.raise_if_requested()
+
+    def on_epoch_end(self, epoch, logs=None):
+        interrupt.raise_if_requested()
 
 
 class EpochRecorder(keras.callbacks.Callback):

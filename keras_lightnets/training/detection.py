@@ -453,6 +453,15 @@ def _tf_keras_adapter() -> type:
         def on_test_begin(self, logs=None):
             self.callback.on_test_begin(logs)
 
+        def on_test_batch_end(self, batch, logs=None):
+            self.callback.on_test_batch_end(batch, logs)
+
+        def on_train_begin(self, logs=None):
+            self.callback.on_train_begin(logs)
+
+        def on_train_end(self, logs=None):
+            self.callback.on_train_end(logs)
+
     return Forward
 
 
@@ -573,10 +582,10 @@ def _compile(training: _Training, learning_rate: float, epochs: int, warmup_epoc
 
 
 def _callbacks(training: _Training, phase: int, name: str) -> tuple[list, Any]:
-    from keras_lightnets.training.callbacks import PreciseBatchNorm, StopOnNonFiniteLoss
+    from keras_lightnets.training.callbacks import PreciseBatchNorm, StopOnInterrupt, StopOnNonFiniteLoss
 
     parts = _callback_classes()
-    callbacks = [StopOnNonFiniteLoss()]
+    callbacks = [StopOnInterrupt(), StopOnNonFiniteLoss()]
     if not training.settings.backbone_pretrained and training.validation is not None:
         callbacks.append(PreciseBatchNorm(training.train))
     callbacks.append(parts["DetectionRecorder"](training.run, phase, name, training.validation is not None))

@@ -22,6 +22,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from keras_lightnets.training import interrupt
+
 
 def fit_distributed(
     model, strategy, train, validation, *, initial_epoch: int, epochs: int, steps_per_epoch: int,
@@ -90,17 +92,24 @@ def fit_distributed(
         images, labels = next(iterator)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(test_step, args=(images, labels)), axis=None)
 
-    for epoch in range(initial_epoch, epochs):
-        start = time.perf_counter()
-        totals = sum(run_train(train_iterator).numpy() for _ in range(steps_per_epoch))
-        if statistics:
-            run_average_statistics()
-        val_totals = sum(run_test(validation_iterator).numpy() for _ in range(validation_steps))
-        logs = {
-            "loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]),
-            "val_loss": float(val_totals[0] / val_totals[2]), "val_accuracy": float(val_totals[1] / val_totals[2]),
-        }
-        if verbose:
-            print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.1f}s - "
-                  + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), file=sys.stdout, flush=True)
-        on_epoch_end(epoch, logs)
+    interrupt.training_started()  # Ctrl-C stops between steps (interrupt.stop_between_steps)
+    try:
+        for epoch in range(initial_epoch, epochs):
+            start = time.perf_counter()
+            totals = 0
+            for _ in range(steps_per_epoch):
+                totals = totals + run_train(train_iterator).numpy()
+                interrupt.raise_if_requested()
+            if statistics:
+                run_average_statistics()
+            val_totals = sum(run_test(validation_iterator).numpy() for _ in range(validation_steps))
+            logs = {
+                "loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]),
+                "val_loss": float(val_totals[0] / val_totals[2]), "val_accuracy": float(val_totals[1] / val_totals[2]),
+            }
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.1f}s - "
+                      + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), file=sys.stdout, flush=True)
+            on_epoch_end(epoch, logs)
+    finally:
+        interrupt.training_ended()
