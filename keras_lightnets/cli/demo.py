@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-tune-epochs", type=natural_int, default=None,
                         help=f"phase 2 epochs (default {classify['fine_tune_epochs']}; detect: none)")
     parser.add_argument("--variants", default=None,
-                        help=f"comma-separated variants ({', '.join(VARIANTS)}; detect: float, int8_ptq, int8_qat); "
-                             f"default: {classify['variants']} / {detect['variants']}")
+                        help=f"comma-separated variants ({', '.join(VARIANTS)}; detect: float, int8_ptq, "
+                             f"int8_ptq_per_tensor, int8_qat); default: {classify['variants']} / {detect['variants']}")
     parser.add_argument("--train-scenes", type=positive_int, default=2000, help="detect: training scenes (2000)")
     parser.add_argument("--test-scenes", type=positive_int, default=200, help="detect: held-out scenes (200)")
     parser.add_argument("--time-budget", type=positive_int, default=480,
