@@ -269,6 +269,7 @@ def write_plot(figures: ExportFigures, path: str | os.PathLike) -> None:
     left.bar(names, [figures.variants[n].tflite_map50 for n in names])
     left.axhline(figures.keras_map50, color="grey", linestyle=":", label="float Keras")
     left.set_ylim(0, 1)
+    left.tick_params(axis="x", labelrotation=15, labelsize=8)
     left.set_ylabel("LiteRT mAP@.5")
     left.legend(fontsize=7)
     for n in names:
