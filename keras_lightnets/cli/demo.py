@@ -31,6 +31,7 @@ import time
 
 from keras_lightnets import errors
 from keras_lightnets.cli._args import natural_int, positive_int
+from keras_lightnets.pipelines.detection_export_bench import VARIANTS as DETECT_VARIANTS
 from keras_lightnets.pipelines.variants import DEMO_VARIANTS, VARIANTS
 
 HELP = "train on the bundled digits, export float/int8/pruned int8 TFLite, report"
@@ -65,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-tune-epochs", type=natural_int, default=None,
                         help=f"phase 2 epochs (default {classify['fine_tune_epochs']}; detect: none)")
     parser.add_argument("--variants", default=None,
-                        help=f"comma-separated variants ({', '.join(VARIANTS)}; detect: float, int8_ptq, "
-                             f"int8_ptq_per_tensor, int8_qat); default: {classify['variants']} / {detect['variants']}")
+                        help=f"comma-separated variants ({', '.join(VARIANTS)}; detect: {', '.join(DETECT_VARIANTS)}); "
+                             f"default: {classify['variants']} / {detect['variants']}")
     parser.add_argument("--train-scenes", type=positive_int, default=2000, help="detect: training scenes (2000)")
     parser.add_argument("--test-scenes", type=positive_int, default=200, help="detect: held-out scenes (200)")
     parser.add_argument("--time-budget", type=positive_int, default=480,
@@ -220,8 +221,6 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.epochs + args.fine_tune_epochs < 1:
         raise errors.InputError("--epochs plus --fine-tune-epochs must be at least 1")
     if args.task == "detect":
-        from keras_lightnets.pipelines.detection_export_bench import VARIANTS as DETECT_VARIANTS
-
         if args.fine_tune_epochs:
             raise errors.InputError("--fine-tune-epochs applies to --task classify only (detect trains from scratch)")
         unknown = [n for n in _variant_names(args) if n not in DETECT_VARIANTS]

@@ -74,6 +74,11 @@ class StopOnInterrupt(keras.callbacks.Callback):
         interrupt.raise_if_requested()
 
 
+def stop_callbacks() -> list:
+    """The callbacks every training run starts with: ``StopOnInterrupt`` and ``StopOnNonFiniteLoss``."""
+    return [StopOnInterrupt(), StopOnNonFiniteLoss()]
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """``record_epoch`` after every epoch of ``phase`` (1 or 2), named ``phase_name`` in the history."""
 

@@ -582,10 +582,10 @@ def _compile(training: _Training, learning_rate: float, epochs: int, warmup_epoc
 
 
 def _callbacks(training: _Training, phase: int, name: str) -> tuple[list, Any]:
-    from keras_lightnets.training.callbacks import PreciseBatchNorm, StopOnInterrupt, StopOnNonFiniteLoss
+    from keras_lightnets.training.callbacks import PreciseBatchNorm, stop_callbacks
 
     parts = _callback_classes()
-    callbacks = [StopOnInterrupt(), StopOnNonFiniteLoss()]
+    callbacks = stop_callbacks()
     if not training.settings.backbone_pretrained and training.validation is not None:
         callbacks.append(PreciseBatchNorm(training.train))
     callbacks.append(parts["DetectionRecorder"](training.run, phase, name, training.validation is not None))

@@ -209,11 +209,12 @@ def _start(training: _Training, state: dict | None) -> None:
 
 
 def _callbacks(training: _Training) -> list:
-    """``fit``'s callbacks: stop at a non-finite loss or between steps on Ctrl-C; from scratch on one replica, precise
-    BatchNorm (moving statistics re-estimated on a few training batches before each validation)."""
-    from keras_lightnets.training.callbacks import PreciseBatchNorm, StopOnInterrupt, StopOnNonFiniteLoss
+    """``fit``'s callbacks: stop at a non-finite loss or between steps on Ctrl-C; from scratch on
+    one replica, precise BatchNorm (moving statistics re-estimated on a few training batches
+    before each validation)."""
+    from keras_lightnets.training.callbacks import PreciseBatchNorm, stop_callbacks
 
-    callbacks = [StopOnInterrupt(), StopOnNonFiniteLoss()]
+    callbacks = stop_callbacks()
     if not training.pretrained and training.info.replicas == 1:
         callbacks.append(PreciseBatchNorm(training.inputs.train))
     return callbacks
