@@ -240,13 +240,56 @@ def test_qat_model_converts_to_int8_without_data(tmp_path):
     report = to_tflite(qat, tmp_path / "qat.tflite", "int8")
     assert report.qat and report.flavour == "tf_keras" and report.representative_samples == 0
     assert report.inputs[0].dtype == report.outputs[0].dtype == "int8"
-    assert report.float_ops == []
+    assert report.float_ops == [] and report.per_channel  # TFMOT's default: a range per conv channel
     images, labels = separable_images(60, seed=3)
     verify = verify_tflite(report.path, qat, images, labels=labels)
     assert verify.keras_accuracy >= 0.9 and verify.tflite_accuracy >= 0.9
     assert verify.top1_agreement >= 0.9
     with pytest.raises(ValueError, match="quantization='int8' only"):
         to_tflite(qat, tmp_path / "qat_dynamic.tflite", "dynamic")
+    with pytest.raises(ValueError, match=r"per channel.*quantize_aware\(\.\.\., per_channel=False\)"):
+        to_tflite(qat, tmp_path / "qat_per_tensor.tflite", "int8", per_channel=False)
+    assert not (tmp_path / "qat_per_tensor.tflite").exists()
+
+
+def test_per_tensor_qat_of_a_pruned_model_keeps_zeros_and_writes_one_scale_per_weight(tmp_path):
+    """``quantize_aware(per_channel=False)``: every kernel one range (Conv2D feeding a ReLU layer, a
+    DepthwiseConv2D folded with its BatchNormalization, Dense), pruned zeros kept through QAT."""
+    import tf_keras
+
+    from keras_lightnets import compression
+    from keras_lightnets.export.describe import tflite_kernel_sparsity
+
+    tf_keras.utils.set_random_seed(0)
+    layers = tf_keras.layers
+    inputs = layers.Input((SIZE, SIZE, 3))
+    x = layers.Conv2D(16, 3, strides=2, name="conv")(inputs)
+    x = layers.ReLU(name="conv_relu")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = layers.BatchNormalization(name="dw_bn")(x)
+    x = layers.ReLU(6.0, name="dw_relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(3, activation="softmax", name="head")(x)
+    model = tf_keras.Model(inputs, outputs)
+    images, labels = separable_images(240)
+    images = to_unit(images)
+    pruned = compression.prune(model, target_sparsity=0.5)
+    pruned.compile(tf_keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    pruned.fit(images, labels, epochs=4, batch_size=32, verbose=0, callbacks=compression.pruning_callbacks())
+    qat = compression.quantize_aware(compression.strip(pruned), per_channel=False)
+    qat.compile(tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    qat.fit(images, labels, epochs=2, batch_size=32, verbose=0)
+    assert min(row.sparsity for row in compression.sparsity_report(qat)) >= 0.5
+
+    report = to_tflite(qat, tmp_path / "qat.tflite", "int8")
+    assert report.qat and not report.per_channel and report.float_ops == []
+    assert set(_weight_scale_counts(report.path)) == {1}
+    assert tflite_kernel_sparsity(report.path) >= 0.5
+    test_images, test_labels = separable_images(90, seed=2)
+    verify = verify_tflite(report.path, qat, to_unit(test_images), labels=test_labels)
+    assert verify.tflite_accuracy >= 0.9 and verify.top1_agreement >= 0.9
+    with pytest.raises(ValueError, match="`per_channel` must be True or False"):
+        compression.quantize_aware(model, per_channel="no")
 
 
 def test_plain_models_are_not_qat(keras3_model, tf_keras_model):

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="magnitude-prune Conv2D/SeparableConv2D/Dense kernels to this sparsity, e.g. 0.5")
     parser.add_argument("--qat", action="store_true",
                         help="quantization-aware training (keeps the zeros of --prune)")
+    parser.add_argument("--per-tensor", action="store_true",
+                        help="with --qat: one range per kernel (BatchNorms folded into their convolutions), so "
+                             "the int8 file has one scale per weight tensor: smaller (default: per output channel)")
     parser.add_argument("--data", default="digits", metavar="SRC",
                         help="training data: 'digits' (default), a folder with one subfolder of images per class "
                              "or 'tfds:NAME[:SPLIT]'. Fine-tunes use its training images; accuracy and --export's "
@@ -89,6 +92,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     """``InputError`` naming the first unusable argument (checked before TensorFlow is imported)."""
     if args.prune is None and not args.qat:
         raise errors.InputError("nothing to do: give --prune SPARSITY and/or --qat")
+    if args.per_tensor and not args.qat:
+        raise errors.InputError("--per-tensor applies with --qat (for post-training int8 of a float model: "
+                                "lightnets export -q int8 --per-tensor)")
     if args.output is not None and not args.output.lower().endswith((".h5", ".hdf5")):
         raise errors.InputError(f"--output must end in .h5 (a tf_keras model file); received {args.output!r}")
     if args.output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
@@ -166,7 +172,8 @@ def compress(args) -> dict:
         class_names = list(data.class_names)
     _say(args, f"{len(parts['train'][0])} training and {len(parts['test'][0])} held-out images, "
                f"model {model.name} ({kind}), preprocessing {mode}")
-    spec = variants.VariantSpec("compressed", args.export or "none", qat=args.qat, sparsity=args.prune)
+    spec = variants.VariantSpec("compressed", args.export or "none", qat=args.qat, sparsity=args.prune,
+                                per_channel=not args.per_tensor)
     recipe = variants.Recipe(prune_epochs=args.prune_epochs, qat_epochs=args.qat_epochs,
                              batch_size=args.batch_size, learning_rate=args.lr, qat_learning_rate=args.qat_lr,
                              seed=args.seed, runs=0)
@@ -180,7 +187,7 @@ def compress(args) -> dict:
     probabilities = compressed.predict(test_images, batch_size=64, verbose=0)
     rows = compression.sparsity_report(compressed)
     report = {
-        "model": args.model, "output": output, "prune": args.prune, "qat": args.qat,
+        "model": args.model, "output": output, "prune": args.prune, "qat": args.qat, "per_tensor": args.per_tensor,
         "test_accuracy": float(np.mean(np.argmax(probabilities, -1) == test_labels)),
         "overall_sparsity": compression.overall_sparsity(rows), "layers": [r.as_dict() for r in rows],
         "seconds": round(time.perf_counter() - started, 1),
@@ -209,7 +216,7 @@ def _export(args, compressed, parts: dict, class_names: list[str] | None, output
     exported = to_tflite(compressed, staged, args.export, representative_data=parts["train"][0][:calibration_samples])
     test_images, test_labels = parts["test"]
     check = verify_tflite(staged, compressed, test_images, labels=test_labels)
-    entry = {"path": tflite, "size_bytes": exported.size_bytes,
+    entry = {"path": tflite, "size_bytes": exported.size_bytes, "per_channel": exported.per_channel,
              "accuracy": check.tflite_accuracy, "top1_agreement": check.top1_agreement,
              "kernel_sparsity": tflite_kernel_sparsity(staged),
              "calibration": {"images": f"training images of {args.data}", "samples": exported.representative_samples}

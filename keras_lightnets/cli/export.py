@@ -104,8 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-float-ops", action="store_true",
                         help="int8: keep the file even if some ops stay in float (default: an error naming them)")
     parser.add_argument("--per-tensor", action="store_true",
-                        help="int8 of a float model: one scale per weight tensor instead of per output channel "
-                             "(smaller file; some accelerators need it)")
+                        help="int8: one scale per weight tensor instead of per output channel (smaller file; "
+                             "some accelerators need it); a quantization-aware model must have been made so")
     parser.add_argument("--strip-names", action="store_true",
                         help="drop tensor names from the file (debug strings; a smaller file)")
     parser.add_argument("--verify", action="store_true", help="compare the file with the Keras model on --data")
@@ -342,6 +342,7 @@ def _data_report(args: argparse.Namespace, parts: dict[str, Samples], purposes: 
 
 def _convert(args, plan: Plan, progress: _Progress, staging: Staging) -> dict[str, Any]:
     from keras_lightnets.export import benchmark_tflite, to_tflite, verify_tflite
+    from keras_lightnets.export.inputs import qat_per_channel
 
     with progress.step(f"loading model {plan.model}"):
         model, facts = load_model(args, plan)
@@ -350,9 +351,9 @@ def _convert(args, plan: Plan, progress: _Progress, staging: Staging) -> dict[st
     facts.update(input_shape=list(shape), preprocessing=preprocessing)
     if args.quantization == "int8" and plan.data_kind is None and not facts["qat"]:
         raise errors.InputError("-q int8 of a float (not quantization-aware) model needs --data for calibration")
-    if args.per_tensor and facts["qat"]:
-        raise errors.InputError("--per-tensor applies to float models; a quantization-aware model keeps its "
-                                "per-channel weight quantization")
+    if args.per_tensor and facts["qat"] and qat_per_channel(model):
+        raise errors.InputError("--per-tensor: this quantization-aware model quantizes its weights per channel, "
+                                "and its file follows it (make it with quantize_aware(..., per_channel=False))")
     # calibration (int8 of a float model) and verification read disjoint images of --data
     purposes = [p for p, wanted in zip(PURPOSES, (args.quantization == "int8" and not facts["qat"], args.verify),
                                        strict=True) if wanted]

@@ -104,14 +104,18 @@ def frozen_batch_norm(layer):
     return get_layer_class("Rescale", "tf_keras")(scale.tolist(), offset.tolist(), name=layer.name)
 
 
-def quantize_aware(model, *, preserve_sparsity: bool | None = None,
+def quantize_aware(model, *, preserve_sparsity: bool | None = None, per_channel: bool = True,
                    quantize_configs: Mapping[str, object] | None = None):
     """A tf_keras QAT model of ``model`` (Keras 3 or tf_keras, pruned or not).
 
     ``preserve_sparsity``: keep pruned zeros through QAT (TFMOT's
     ``Default8BitPrunePreserveQuantizeScheme``); ``None`` chooses it when the model
     was pruned (wrappers are stripped first) or its Conv2D/Dense kernels are at
-    least 20% zeros. ``quantize_configs`` maps layer names to your own TFMOT
+    least 20% zeros. ``per_channel``: a range per output channel of each Conv2D and
+    DepthwiseConv2D kernel (TFMOT's default), or one per kernel (``False``: the int8
+    file is smaller, as ``to_tflite(per_channel=False)`` for post-training int8; Dense
+    kernels are per tensor either way; each BatchNormalization after a convolution is
+    then folded into it first, ``compression.folding``). ``quantize_configs`` maps layer names to your own TFMOT
     ``QuantizeConfig``s for layers the package does not know. Compile and train
     the result as usual, then export it with ``keras_lightnets.export.to_tflite``.
 
@@ -126,6 +130,8 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None,
     check_training_model(model, "quantize_aware")
     if preserve_sparsity not in (None, True, False):
         raise ValueError(f"`preserve_sparsity` must be None, True or False; received {preserve_sparsity!r}")
+    if per_channel not in (True, False):
+        raise ValueError(f"`per_channel` must be True or False; received {per_channel!r}")
     source = to_tf_keras(model)
     if is_pruned(source):
         source = strip(source)
@@ -134,11 +140,18 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None,
         preserve_sparsity = overall_sparsity(sparsity_report(source)) >= SPARSE_ENOUGH
     from keras_lightnets import _backend
 
+    if not per_channel:
+        from keras_lightnets.compression.folding import fold_batch_norms
+        from keras_lightnets.layers import custom_objects
+
+        source = fold_batch_norms(source, custom_objects("tf_keras"))
+
     tf_keras = _backend.keras_module("tf_keras")
     annotated = tf_keras.models.clone_model(source, clone_function=_annotator(dict(quantize_configs or {})))
     from keras_lightnets.compression import scheme as schemes
 
-    scheme = schemes.PrunePreserveQuantizeScheme() if preserve_sparsity else schemes.QuantizeScheme()
+    scheme_class = schemes.PrunePreserveQuantizeScheme if preserve_sparsity else schemes.QuantizeScheme
+    scheme = scheme_class(per_channel=bool(per_channel))
     with quantize_scope():
         try:
             quantized = tfmot.quantization.keras.quantize_apply(
@@ -146,3 +159,4 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None,
         except (RuntimeError, ValueError, TypeError) as err:
             raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {err}") from err
     return keep_detector(model, quantized)
+

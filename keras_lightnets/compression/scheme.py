@@ -1,4 +1,5 @@
-"""The package's TFMOT 8-bit quantization scheme: TFMOT's default, with three fixes.
+"""The package's TFMOT 8-bit quantization scheme: TFMOT's default, with three fixes,
+per channel (TFMOT's default for Conv2D/DepthwiseConv2D kernels) or per tensor.
 
 TFMOT's ``LayerReLUQuantize`` transform gives every Conv2D/DepthwiseConv2D/Dense
 that feeds a ``ReLU`` layer a ``NoOpQuantizeConfig``, so that no fake-quant sits
@@ -9,6 +10,12 @@ weights-only config instead (kernel quantized, output not), with sparsity
 preservation when asked: still no fake-quant between conv and ReLU. Likewise a
 conv whose config another transform set (one feeding a ``Concatenate``, as in
 NASNet) keeps its zeros.
+
+Per tensor (``per_channel=False``): every kernel gets one symmetric range, as TFMOT's
+``disable_per_axis`` registry gives, and the converter writes one scale per weight
+tensor (a smaller file: TFLite stores a float32 scale and an int64 zero point per
+output channel otherwise). Sparsity preservation then uses TFMOT's per-tensor
+prune-preserving quantizer for Conv2D too (TFMOT's registry pairs it with Dense only).
 
 Concatenations: TFLite's int8 ``CONCATENATION`` needs one scale for its inputs and
 output. TFMOT's ``ConcatTransform`` means to fake-quantize only the concat's output,
@@ -39,21 +46,51 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantize_scheme,
 )
 
-# Layer class -> (the weight it quantizes, the TFMOT config class the prune-preserve registry accepts).
+# Layer class -> (the weight it quantizes, whether TFMOT quantizes it per output channel by default).
 _WEIGHTS_ONLY = {
-    "Conv2D": ("kernel", default_8bit_quantize_registry.Default8BitConvQuantizeConfig),
-    "DepthwiseConv2D": ("depthwise_kernel", default_8bit_quantize_registry.Default8BitConvQuantizeConfig),
-    "Dense": ("kernel", default_8bit_quantize_registry.Default8BitQuantizeConfig),
+    "Conv2D": ("kernel", True),
+    "DepthwiseConv2D": ("depthwise_kernel", True),
+    "Dense": ("kernel", False),
 }
 
 
-def weights_only_config(layer):
+def weights_only_config(layer, per_channel: bool = True):
     """A TFMOT config quantizing ``layer``'s kernel and nothing else, or ``None`` for other layers."""
     entry = _WEIGHTS_ONLY.get(type(layer).__name__)
     if entry is None:
         return None
-    weight, config_class = entry
+    weight, per_axis = entry
+    config_class = (default_8bit_quantize_registry.Default8BitConvQuantizeConfig if per_axis and per_channel
+                    else default_8bit_quantize_registry.Default8BitQuantizeConfig)
     return config_class([weight], [], False)
+
+
+def quantize_registry(per_channel: bool):
+    """TFMOT's default 8-bit registry, its conv kernels per channel or per tensor."""
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry(disable_per_axis=not per_channel)
+
+
+class PrunePreserveRegistry(prune_preserve_quantize_registry.Default8bitPrunePreserveQuantizeRegistry):
+    """TFMOT's prune-preserving registry over ``quantize_registry(per_channel)``.
+
+    Per tensor, a Conv2D's ``Default8BitQuantizeConfig`` gets TFMOT's per-tensor
+    prune-preserving quantizer (TFMOT's own registry accepts that config for Dense only)."""
+
+    def __init__(self, per_channel: bool = True):
+        super().__init__()
+        self._per_channel = per_channel
+
+    def get_quantize_config(self, layer):
+        return self.apply_sparsity_preserve_quantize_config(
+            layer, quantize_registry(self._per_channel).get_quantize_config(layer))
+
+    def apply_sparsity_preserve_quantize_config(self, layer, quantize_config):
+        if (not self._per_channel and type(layer).__name__ == "Conv2D" and layer.trainable_weights
+                and type(quantize_config) is default_8bit_quantize_registry.Default8BitQuantizeConfig):
+            quantizer = prune_preserve_quantize_registry.PrunePreserveDefault8BitWeightsQuantizer()
+            quantize_config.weight_quantizer = quantizer
+            return quantize_config
+        return super().apply_sparsity_preserve_quantize_config(layer, quantize_config)
 
 
 # Layers whose int8 TFLite op keeps its input's scale and that quantize nothing themselves:
@@ -178,20 +215,21 @@ class _LayoutTransform(default_8bit_quantize_layout_transform.Default8BitQuantiz
       weight quantizer, which TFMOT applies only to configs from its registry.
     """
 
-    def __init__(self, preserve_sparsity: bool):
+    def __init__(self, preserve_sparsity: bool, per_channel: bool = True):
         super().__init__()
         self._preserve_sparsity = preserve_sparsity
+        self._per_channel = per_channel
 
     def apply(self, model, layer_quantize_map):
         model, quantize_map = super().apply(model, layer_quantize_map)
-        share_concat_ranges(model, quantize_map, default_8bit_quantize_registry.Default8BitQuantizeRegistry())
-        preserve = prune_preserve_quantize_registry.Default8bitPrunePreserveQuantizeRegistry()
+        share_concat_ranges(model, quantize_map, quantize_registry(self._per_channel))
+        preserve = PrunePreserveRegistry(self._per_channel)
         for name, entry in quantize_map.items():
             config = entry.get("quantize_config")
             if config is None or type(layer := model.get_layer(name)).__name__ not in _WEIGHTS_ONLY:
                 continue
             if isinstance(config, default_8bit_quantize_configs.NoOpQuantizeConfig):
-                config = weights_only_config(layer)
+                config = weights_only_config(layer, self._per_channel)
             if self._preserve_sparsity and isinstance(config, _PRESERVABLE_CONFIGS):
                 config = preserve.apply_sparsity_preserve_quantize_config(layer, config)
             entry["quantize_config"] = config
@@ -202,14 +240,25 @@ _PRESERVABLE_CONFIGS = (default_8bit_quantize_registry.Default8BitQuantizeConfig
 
 
 class QuantizeScheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):
-    """TFMOT's default 8-bit scheme with ``_LayoutTransform``."""
+    """TFMOT's default 8-bit scheme with ``_LayoutTransform``; conv kernels per channel or per tensor."""
+
+    def __init__(self, per_channel: bool = True):
+        super().__init__(disable_per_axis=not per_channel)
+        self.per_channel = per_channel
 
     def get_layout_transformer(self):
-        return _LayoutTransform(preserve_sparsity=False)
+        return _LayoutTransform(preserve_sparsity=False, per_channel=self.per_channel)
 
 
 class PrunePreserveQuantizeScheme(prune_preserve_scheme.Default8BitPrunePreserveQuantizeScheme):
-    """TFMOT's prune-preserving 8-bit scheme with ``_LayoutTransform``."""
+    """TFMOT's prune-preserving 8-bit scheme with ``_LayoutTransform``; per channel or per tensor."""
+
+    def __init__(self, per_channel: bool = True):
+        super().__init__(disable_per_axis=not per_channel)
+        self.per_channel = per_channel
+
+    def get_quantize_registry(self):
+        return PrunePreserveRegistry(self.per_channel)
 
     def get_layout_transformer(self):
-        return _LayoutTransform(preserve_sparsity=True)
+        return _LayoutTransform(preserve_sparsity=True, per_channel=self.per_channel)

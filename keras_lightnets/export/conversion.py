@@ -48,6 +48,7 @@ from keras_lightnets.export.inputs import (
     exportable,
     is_qat_model,
     model_flavour,
+    qat_per_channel,
     resolve_input_shape,
 )
 from keras_lightnets.export.reports import ConversionError, ExportReport, TFLiteSummary
@@ -98,7 +99,7 @@ class ExportRequest:
 
 def _check_mode(quantization: str, flavour: str, qat: bool, per_channel: Any, strip_names: Any) -> None:
     """The combinations of model kind and options that convert: QAT models to ``int8`` only
-    (and as tf_keras models), ``per_channel=False`` for post-training ``int8`` only."""
+    (and as tf_keras models), ``per_channel=False`` for ``int8`` only."""
     if qat and quantization != "int8":
         raise ValueError(
             f"`model` is a quantization-aware (TFMOT QAT) model: it converts with quantization='int8' only "
@@ -109,12 +110,21 @@ def _check_mode(quantization: str, flavour: str, qat: bool, per_channel: Any, st
         raise ValueError("`model`: TFMOT QAT models must be tf_keras models")
     check_bool("per_channel", per_channel)
     check_bool("strip_names", strip_names)
-    if not per_channel and (quantization != "int8" or qat):
-        detail = " for a QAT model, whose weights are quantized per channel" if qat else ""
+    if not per_channel and quantization != "int8":
         raise ValueError(
-            "per_channel=False applies to quantization='int8' of a float model only (post-training); received "
-            f"quantization={quantization!r}{detail}"
+            f"per_channel=False applies to quantization='int8' only; received quantization={quantization!r}")
+
+
+def _qat_per_channel(model: Any, per_channel: bool) -> bool:
+    """A QAT model's weights are quantized as ``quantize_aware(per_channel=...)`` chose:
+    ``per_channel=False`` is refused for a per-channel one; returns the model's choice."""
+    model_per_channel = qat_per_channel(model)
+    if model_per_channel and not per_channel:
+        raise ValueError(
+            "per_channel=False: this quantization-aware model quantizes its kernels per channel, and its "
+            "int8 file follows its quantizers; make it with compression.quantize_aware(..., per_channel=False)"
         )
+    return model_per_channel
 
 
 def _calibration_samples(
@@ -149,6 +159,8 @@ def resolve_request(
     shape, dtype = resolve_input_shape(model, input_shape)
     qat = is_qat_model(model)
     _check_mode(quantization, flavour, qat, per_channel, strip_names)
+    if qat:
+        per_channel = _qat_per_channel(model, per_channel)
     export = _detection(model, detection or {}, batch_size)
     samples = None
     if quantization == "int8" and not qat:
@@ -337,11 +349,13 @@ def to_tflite(
     batch of ``batch_size`` per call. ``batch_size``: the file's static batch.
     ``input_shape``: ``(H, W, C)``, required when the model leaves H or W open.
     ``allow_float_ops``: keep an ``int8`` file even if ops were left in float.
-    ``per_channel``: ``int8`` of a float model only; ``False`` quantizes each weight
+    ``per_channel``: ``int8`` only; ``False`` quantizes each weight
     tensor with one scale instead of one per output channel: a smaller file (each
     channel's scale and int64 zero point, for weights and biases, weigh 24 bytes,
     10-15% of a small model) for a usually small accuracy cost, and what some
-    accelerators require. A QAT model's file follows its training (per channel).
+    accelerators require. A QAT model's file follows its quantizers
+    (``quantize_aware(per_channel=...)``): ``False`` is refused for a per-channel one,
+    and the report's ``per_channel`` says which the file is.
     ``strip_names``: drop the tensor names (debug strings only; a fused tensor is named
     after every TF op folded into it, 3-10% of a small file), as TFLite's
     ``flatbuffer_utils.strip_strings`` does. Inputs and outputs are then found by index.

@@ -56,6 +56,18 @@ def is_qat_model(model: Any) -> bool:
     return False
 
 
+def qat_per_channel(model: Any) -> bool:
+    """Whether a QAT model (``compression.quantize_aware``) quantizes any kernel per output
+    channel (its weight quantizers' ``per_axis``), i.e. its int8 file has a scale per channel."""
+    for layer in nested_layers(model):
+        config, inner = getattr(layer, "quantize_config", None), getattr(layer, "layer", None)
+        if config is None or inner is None:
+            continue
+        if any(getattr(quantizer, "per_axis", False) for _, quantizer in config.get_weights_and_quantizers(inner)):
+            return True
+    return False
+
+
 def exportable(model: Any, *data: Any, what: str) -> tuple[Any, ...]:
     """``(model, *data)`` ready for TFLite: ``model`` must be a Keras model
     (``model_flavour``) on the TensorFlow backend, and a channels-first Keras 3 model

@@ -8,6 +8,7 @@ One implementation behind ``lightnets demo``, ``lightnets compress`` and
 ``int8_ptq``             full int8, post-training quantization (calibrated on train images)
 ``int8_ptq_per_tensor``  the same with one scale per weight tensor (smaller file)
 ``int8_qat``             full int8 after quantization-aware training
+``int8_qat_per_tensor``  the same with one range per kernel (BatchNorms folded first)
 ``int8_qat_pruned50``    50% magnitude pruning, then sparsity-preserving QAT, full int8
 ``int8_qat_pruned75``    the same at 75%
 =======================  ============================================================
@@ -45,6 +46,7 @@ VARIANTS = {
         VariantSpec("int8_ptq", "int8"),
         VariantSpec("int8_ptq_per_tensor", "int8", per_channel=False),
         VariantSpec("int8_qat", "int8", qat=True),
+        VariantSpec("int8_qat_per_tensor", "int8", qat=True, per_channel=False),
         VariantSpec("int8_qat_pruned50", "int8", qat=True, sparsity=0.5),
         VariantSpec("int8_qat_pruned75", "int8", qat=True, sparsity=0.75),
     )
@@ -163,7 +165,7 @@ def make_variant(model, spec: VariantSpec, images: np.ndarray, labels: np.ndarra
              verbose=verbose)
         current = compression.strip(pruned)
     if spec.qat:
-        current = compression.quantize_aware(current)
+        current = compression.quantize_aware(current, per_channel=spec.per_channel)
         learning_rate = recipe.learning_rate if spec.sparsity else recipe.qat_learning_rate
         if recipe.qat_epochs:  # 0: the QAT model as annotated, ranges from its initial values
             say(f"quantization-aware fine-tune: {recipe.qat_epochs} epoch(s) on {len(images)} images")

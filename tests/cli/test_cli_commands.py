@@ -101,16 +101,19 @@ def test_demo_trains_exports_three_variants_and_reports(demo_run, capsys):
 def test_compress_prunes_and_quantizes_a_trained_model(demo_run, tmp_path, capsys):
     _, output = demo_run
     out = tmp_path / "small.h5"
-    code = main(["compress", str(output / "train" / "best.keras"), "--prune", "0.6", "--qat", "--prune-epochs", "1",
-                 "--qat-epochs", "1", "--limit", "200", "--export", "int8", "-o", str(out), "--quiet"])
+    code = main(["compress", str(output / "train" / "best.keras"), "--prune", "0.6", "--qat", "--per-tensor",
+                 "--prune-epochs", "1", "--qat-epochs", "1", "--limit", "200", "--export", "int8", "-o", str(out),
+                 "--quiet"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "small.json").read_text())
-    assert report["overall_sparsity"] >= 0.6
-    assert report["tflite"]["kernel_sparsity"] >= 0.6
+    assert report["overall_sparsity"] >= 0.6 and report["per_tensor"]
+    assert report["tflite"]["kernel_sparsity"] >= 0.6 and report["tflite"]["per_channel"] is False
     assert report["tflite"]["accuracy"] > 0.2
     assert out.is_file() and (tmp_path / "small.tflite").is_file()
-    # and the compressed .h5 converts again with `lightnets export`
-    assert main(["export", str(out), "-q", "int8", "-o", str(tmp_path / "again.tflite"), "--quiet"]) == 0
+    # and the compressed .h5 converts again with `lightnets export`, per tensor as it was trained
+    again = tmp_path / "again.tflite"
+    assert main(["export", str(out), "-q", "int8", "--per-tensor", "-o", str(again), "--quiet"]) == 0
+    assert json.loads((tmp_path / "again.json").read_text())["export"]["per_channel"] is False
 
 
 @pytest.mark.parametrize(
@@ -119,6 +122,7 @@ def test_compress_prunes_and_quantizes_a_trained_model(demo_run, tmp_path, capsy
      (["compress", "no_such_model", "--qat"], "no_such_model"),
      (["compress", "/no/such/model.keras", "--qat"], "does not exist"),
      (["compress", "mobilenet_v2_035", "--prune", "1.5"], "fraction"),
+     (["compress", "mobilenet_v2_035", "--prune", "0.5", "--per-tensor"], "--per-tensor applies with --qat"),
      (["demo", "--model", "resnet50"], "resnet50"),
      (["demo", "--task", "detect", "--fine-tune-epochs", "2"], "--fine-tune-epochs applies to --task classify"),
      (["demo", "--task", "detect", "--variants", "float,int8_qat_pruned50"], "with --task detect choose from"),

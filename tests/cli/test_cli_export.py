@@ -121,7 +121,11 @@ def test_cli_qat_h5_model_to_int8_without_data(tmp_path, capsys):
     assert code == 0, stderr
     report = json.loads((tmp_path / "qat_int8.json").read_text())
     assert report["model"]["qat"] and report["model"]["flavour"] == "tf_keras"
-    assert report["export"]["qat"] and report["export"]["float_ops"] == []
+    assert report["export"]["qat"] and report["export"]["float_ops"] == [] and report["export"]["per_channel"]
+    code, _, stderr = _run_cli(capsys, [str(path), "-q", "int8", "--per-tensor", "-o",
+                                        str(tmp_path / "per_tensor.tflite"), "--quiet"])
+    assert code == 2 and "--per-tensor: this quantization-aware model quantizes its weights per channel" in stderr
+    assert not (tmp_path / "per_tensor.tflite").exists()
 
 
 def test_cli_tf_keras_savedmodel_folder(tmp_path, capsys):
