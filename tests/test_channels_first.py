@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import image_batch, randomize_weights
+from helpers import image_batch, infer, randomize_weights
 
 import keras_lightnets as kl
 from keras_lightnets import layout
@@ -61,7 +61,7 @@ def test_channels_first_model_matches_channels_last(name, tmp_path, channels_fir
     assert first.input_shape == (None, 3, SIZE, SIZE)
     assert layout.is_channels_first(first)
     x = image_batch(SIZE, seed=5) / 127.5 - 1.0
-    assert _relative(first.predict(_nchw(x), verbose=0), last.predict(x, verbose=0)) <= 1e-5
+    assert _relative(infer(first, _nchw(x)), infer(last, x)) <= 1e-5
 
 
 def test_channels_first_shapes_follow_keras_applications(channels_first):
@@ -110,8 +110,8 @@ def test_channels_last_twin_exports_nhwc(tmp_path, channels_first):
     assert twin.input_shape == (None, SIZE, SIZE, 3) and not layout.is_channels_first(twin)
     assert layout.channels_last_twin(twin) is twin
     x = image_batch(SIZE, batch=1, seed=7)
-    expected = first.predict(_nchw(x), verbose=0)
-    assert _relative(twin.predict(x, verbose=0), expected) <= 1e-5
+    expected = infer(first, _nchw(x))
+    assert _relative(infer(twin, x), expected) <= 1e-5
     path = tmp_path / "first.tflite"
     to_tflite(first, path)  # the channels-first model itself: exported through its twin
     interpreter = Interpreter(model_path=str(path))
@@ -154,7 +154,7 @@ def test_channels_last_twin_of_a_user_model(channels_first):
     twin = layout.channels_last_twin(user)  # checks the outputs itself
     assert twin.input_shape == (None, SIZE, SIZE, 3) and twin.layers[1].input_shape == (None, SIZE, SIZE, 3)
     x = image_batch(SIZE, seed=9)
-    assert _relative(twin.predict(x, verbose=0), user.predict(_nchw(x), verbose=0)) <= 1e-5
+    assert _relative(infer(twin, x), infer(user, _nchw(x))) <= 1e-5
 
     order = keras.Model(inputs, keras.layers.Dense(2, name="pixels")(keras.layers.Conv2D(4, 1)(inputs)))
     with pytest.raises(InputError, match="'pixels' \\(Dense\\)") as raised:

@@ -15,7 +15,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import image_batch, randomize_weights, smallest_per_architecture
+from helpers import image_batch, infer, randomize_weights, smallest_per_architecture
 
 from keras_lightnets.detection import SSD, RetinaNet, SSDLite, heads
 from keras_lightnets.detection.anchor_boxes import ssd_default_boxes
@@ -61,7 +61,7 @@ def test_every_backbone_builds_and_predicts(backbone, kind):
     assert model.anchors.shape == (n, 4) and model.anchors.dtype == np.float32
     assert [tuple(o.shape) for o in model.outputs] == [(None, n, 3), (None, n, 4)]
     assert list(model.output_names) == ["classes", "boxes"]
-    classes, boxes = model.predict(image_batch(SIZE, batch=1), verbose=0)
+    classes, boxes = infer(model, image_batch(SIZE, batch=1))
     assert classes.shape == (1, n, 3) and boxes.shape == (1, n, 4)
     assert np.isfinite(classes).all() and np.isfinite(boxes).all()
     names = [layer.name for layer in model.layers]
@@ -93,7 +93,7 @@ def test_retinanet_initial_biases():
     np.testing.assert_allclose(model.get_layer("retinanet_cls_logits").bias.numpy(), -math.log(99.0), rtol=1e-6)
     assert not np.any(model.get_layer("retinanet_box_reg").bias.numpy())
     assert model.get_layer("retinanet_cls_logits").bias.shape == (9 * 5,)
-    logits = model.predict(image_batch(SIZE, batch=1), verbose=0)[0]
+    logits = infer(model, image_batch(SIZE, batch=1))[0]
     assert abs(float(keras.ops.convert_to_numpy(keras.ops.sigmoid(logits)).mean()) - 0.01) < 0.005
 
 
@@ -110,7 +110,7 @@ def test_flattened_rows_follow_the_anchor_order(sizes):
         code = np.stack([level * 1000 + y * 10 + x, a], axis=-1).astype("float32")  # (h, w, A, 2)
         maps.append(code.reshape(1, h, w, per_location * width))
         expected_cells.append(np.stack([np.full(h * w, level), *np.divmod(np.arange(h * w), w)], axis=1))
-    rows = model.predict(maps, verbose=0)[0]
+    rows = infer(model, maps)[0]
     anchors = ssd_default_boxes(sizes, SIZE, [[2, 3]] * len(sizes))
     assert len(rows) == len(anchors)
     start = 0
@@ -156,15 +156,15 @@ def test_tf_keras_agrees_and_keras_file_round_trips(kind, tmp_path):
     np.testing.assert_array_equal(tfk.anchors, k3.anchors)
     assert tfk.detector_info == k3.detector_info
     images = image_batch(SIZE, batch=1)
-    expected = k3.predict(images, verbose=0)
-    for got, want in zip(tfk.predict(images, verbose=0), expected, strict=True):
+    expected = infer(k3, images)
+    for got, want in zip(infer(tfk, images), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
     path = tmp_path / f"{kind}.keras"
     k3.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert list(loaded.output_names) == ["classes", "boxes"]
-    for got, want in zip(loaded.predict(images, verbose=0), expected, strict=True):
+    for got, want in zip(infer(loaded, images), expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import WAIT_S
+from helpers import WAIT_S, infer
 
 import keras_lightnets
 from keras_lightnets import count_macs, create_model, list_models, model_config
@@ -109,8 +109,8 @@ def test_a_checkpoint_ported_once_loads_back(tmp_path):
     image = np.load(REFERENCE / "pytorch_ssd" / "mb2_ssd_lite" / "input.npy").transpose(0, 2, 3, 1)
     direct = keras_lightnets.detection.create_detector("mb2_ssd_lite", weights=str(source))
     ported = keras_lightnets.detection.create_detector("mb2_ssd_lite", weights=str(written))
-    for a, b in zip(direct.predict(image, verbose=0), ported.predict(image, verbose=0), strict=True):
+    for a, b in zip(infer(direct, image), infer(ported, image), strict=True):
         np.testing.assert_array_equal(a, b)
     reference = np.load(REFERENCE / "pytorch_ssd" / "mb2_ssd_lite" / "confidences.npy")
-    classes = ported.predict(image, verbose=0)[0]
+    classes = infer(ported, image)[0]
     assert np.abs(classes - reference).max() / np.abs(reference).max() <= 1e-4

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
-from helpers import image_batch, randomize_weights, smallest_per_architecture, smallest_per_family
+from helpers import image_batch, infer, randomize_weights, smallest_per_architecture, smallest_per_family
 
 import keras_lightnets
 from keras_lightnets import count_macs, create_model, legacy, list_models, model_config
@@ -41,7 +41,7 @@ def test_registry_facts_match_the_built_model(name):
     assert model.count_params() == config.params
     assert count_macs(model) == config.macs
     assert tuple(model.output.shape) == (None, 1000)
-    probabilities = model.predict(image_batch(config.input_size, batch=1), verbose=0)
+    probabilities = infer(model, image_batch(config.input_size, batch=1))
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-4)
 
 
@@ -56,7 +56,7 @@ def test_non_rgb_input_without_weights(name, channels):
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_odd_input_size_without_top(name):
     model = create_model(name, weights=None, include_top=False, input_shape=(123, 123, 3))
-    output = model.predict(image_batch(123, batch=1), verbose=0)
+    output = infer(model, image_batch(123, batch=1))
     assert output.ndim == 4 and output.shape[1] >= 1 and output.shape[2] >= 1
 
 
@@ -84,8 +84,8 @@ def test_classifier_activation(name):
     softmax_model = create_model(name, weights=None, input_shape=(SMALL, SMALL, 3), classes=7)
     softmax_model.set_weights(logits_model.get_weights())
     images = image_batch(SMALL)
-    logits = logits_model.predict(images, verbose=0)
-    probabilities = softmax_model.predict(images, verbose=0)
+    logits = infer(logits_model, images)
+    probabilities = infer(softmax_model, images)
     assert logits.shape == (2, 7)
     expected = np.exp(logits - logits.max(-1, keepdims=True))
     np.testing.assert_allclose(probabilities, expected / expected.sum(-1, keepdims=True), atol=1e-5)
@@ -109,8 +109,8 @@ def test_keras3_and_tf_keras_agree(name):
         if layer.weights:
             tfk.get_layer(layer.name).set_weights(layer.get_weights())
     images = image_batch(SMALL)
-    expected = k3.predict(images, verbose=0)
-    np.testing.assert_allclose(tfk.predict(images, verbose=0), expected, atol=1e-4 * np.abs(expected).max())
+    expected = infer(k3, images)
+    np.testing.assert_allclose(infer(tfk, images), expected, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -121,7 +121,7 @@ def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     images = image_batch(SMALL)
-    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    np.testing.assert_array_equal(infer(loaded, images), infer(model, images))
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -132,7 +132,7 @@ def test_tf_keras_h5_round_trip(name, tmp_path):
     model.save(path)
     loaded = tf_keras.models.load_model(path, custom_objects=legacy.legacy_custom_objects())
     images = image_batch(SMALL)
-    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    np.testing.assert_array_equal(infer(loaded, images), infer(model, images))
 
 
 @pytest.mark.parametrize("name", smallest_per_family())
@@ -144,7 +144,7 @@ def test_tf_keras_savedmodel_round_trip(name, tmp_path):
     model.save(path, save_format="tf")
     loaded = tf_keras.models.load_model(path, custom_objects=legacy.legacy_custom_objects())
     images = image_batch(SMALL)
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(infer(loaded, images), infer(model, images), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)

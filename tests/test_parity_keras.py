@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
-from helpers import image_batch, randomize_weights
+from helpers import image_batch, infer, randomize_weights
 
 from keras_lightnets import create_model, list_models, model_config
 
@@ -54,13 +54,13 @@ def test_legacy_h5_from_keras_applications_loads_exactly(name, include_top, tmp_
     images = image_batch(size, batch=2, seed=4)
     if config.preprocessing == "tf":
         images = images / 127.5 - 1.0
-    expected = reference.predict(images, verbose=0)
+    expected = infer(reference, images)
 
     for flavour in ("keras", "tf_keras"):
         ours = create_model(name, flavour=flavour, weights=path, include_top=include_top, input_shape=(size, size, 3))
-        np.testing.assert_allclose(ours.predict(images, verbose=0), expected, rtol=0, atol=1e-5, err_msg=flavour)
+        np.testing.assert_allclose(infer(ours, images), expected, rtol=0, atol=1e-5, err_msg=flavour)
     keras_app = getattr(keras.applications, builder)(weights=path, **kwargs)
-    np.testing.assert_allclose(keras_app.predict(images, verbose=0), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(infer(keras_app, images), expected, rtol=0, atol=1e-5)
 
 
 def test_mismatched_weights_file_names_the_layer(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import image_batch, randomize_weights
+from helpers import image_batch, infer, randomize_weights
 
 import keras_lightnets
 import keras_lightnets.models
@@ -344,12 +344,12 @@ def test_imagenet_weights_end_to_end(server, env, tmp_path):
         file_name: {"url": server.serve(f"keras-applications/mobilenet/{file_name}", data), "hash": _md5(data)},
     })
     x = image_batch(128) / 127.5 - 1.0
-    expected = reference.predict(x, verbose=0)
+    expected = infer(reference, x)
 
     model = keras_lightnets.MobileNet(
         alpha=0.25, input_shape=(128, 128, 3), weights="imagenet", classifier_activation=None,
     )
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(infer(model, x), expected, rtol=0, atol=1e-5)
     assert server.requests == [f"/keras-applications/mobilenet/{file_name}"]
     assert env.cache_contents() == [file_name]
 
@@ -357,7 +357,7 @@ def test_imagenet_weights_end_to_end(server, env, tmp_path):
     from keras_lightnets import legacy
 
     twin = legacy.MobileNet(alpha=0.25, input_shape=(128, 128, 3), weights="imagenet", classifier_activation=None)
-    np.testing.assert_allclose(twin.predict(x, verbose=0), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(infer(twin, x), expected, rtol=0, atol=1e-5)
     assert len(server.requests) == 1
 
 
