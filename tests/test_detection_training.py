@@ -347,7 +347,8 @@ def test_qat_fine_tune_trains_as_the_recipe_did(augment, monkeypatch, tmp_path):
                                             loss_options={"negative_ratio": 2})
     benchmark = detection_export_bench.DetectionExportBenchmark(recipe=recipe, qat_epochs=3, qat_learning_rate=5e-5)
     seen = {}
-    monkeypatch.setattr("keras_lightnets.compression.quantize_aware", lambda model: "qat model")
+    monkeypatch.setattr("keras_lightnets.compression.quantize_aware",
+                        lambda model, per_channel: seen.update(per_channel=per_channel) or "qat model")
     monkeypatch.setattr(training_detection, "fit_detector",
                         lambda model, train, validation, **kwargs: seen.update(kwargs, model=model)
                         or dataclasses.make_dataclass("R", ["model"])(model))
@@ -358,6 +359,10 @@ def test_qat_fine_tune_trains_as_the_recipe_did(augment, monkeypatch, tmp_path):
     assert {k: seen[k] for k in ("optimizer", "batch_size", "box_weight", "clipnorm", "loss_options")} == {
         "optimizer": "sgd", "batch_size": 8, "box_weight": 2.0, "clipnorm": 3.0, "loss_options": {"negative_ratio": 2}}
     assert (seen["learning_rate"], seen["epochs_frozen"], seen["epochs_unfrozen"]) == (5e-5, 3, 0)
+    assert seen["per_channel"] is True  # int8_qat; int8_qat_per_tensor asks for one range per kernel
+    detection_export_bench._qat_detector(benchmark, "float model", {"train": 1, "validation": 2}, str(tmp_path),
+                                         per_channel=False)
+    assert seen["per_channel"] is False
 
 
 def test_detection_export_benchmark_measures_its_variants_and_writes_its_report(tmp_path):
