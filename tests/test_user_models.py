@@ -158,6 +158,28 @@ def test_keras_application_prunes_quantizes_and_exports_int8(app, tmp_path):
     assert _run_tflite(path, images[:2]).shape == (2, CLASSES)
 
 
+def test_keras_application_per_tensor_qat_exports_int8_with_one_scale_per_tensor(tmp_path):
+    """``quantize_aware(per_channel=False)`` on keras.applications' MobileNetV3Small (nested, with the
+    hard-swish, squeeze-excite and Rescaling it translates): every conv's BatchNorm folded, no float op,
+    one scale per weight tensor, still one XNNPACK partition."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_lightnets.export import delegate_coverage, to_tflite
+
+    model = _user_model("MobileNetV3Small", "nested")
+    images = image_batch(SIZE, batch=8, seed=4)
+    qat = compression.quantize_aware(model, per_channel=False)
+    assert not [layer for layer in qat.layers if type(compression.unwrap(layer)).__name__ == "BatchNormalization"]
+    _fit_once(qat, images, np.arange(8) % CLASSES)
+    path = tmp_path / "per_tensor.tflite"
+    report = to_tflite(qat, path, quantization="int8")
+    assert report.float_ops == [] and not report.per_channel
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    assert max(len(d["quantization_parameters"]["scales"]) for d in details) == 1
+    assert delegate_coverage(path) == (1, {"SOFTMAX": 1})
+    assert _run_tflite(path, images[:2]).shape == (2, CLASSES)
+
+
 def test_keras_hard_sigmoid_and_hard_silu_are_the_package_layers():
     """Keras 3's hard_sigmoid is relu6(x + 3) / 6 (tf_keras' is another function): the twins compute it."""
     inputs = keras.Input((4, 4, 8))
