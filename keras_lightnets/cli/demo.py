@@ -45,7 +45,7 @@ TASK_DEFAULTS = {
     "classify": {"model": "mobilenet_v3_small_100", "image_size": 48, "epochs": 10, "fine_tune_epochs": 5,
                  "variants": ",".join(DEMO_VARIANTS)},
     "detect": {"model": "mobilenet_v2_100", "image_size": 128, "epochs": 6, "fine_tune_epochs": 0,
-               "variants": "float,int8_ptq,int8_qat"},
+               "variants": "float,int8_ptq_per_tensor,int8_qat_per_tensor"},
 }
 
 
@@ -187,7 +187,7 @@ def demo_detection(args) -> dict:
                                  epochs=args.epochs)
     benchmark = bench.DetectionExportBenchmark(
         recipe=recipe, train_scenes=args.train_scenes, validation_scenes=50, test_scenes=args.test_scenes,
-        time_budget=float(args.time_budget), variants=tuple(_variant_names(args)), qat_epochs=1, threads=args.threads,
+        time_budget=float(args.time_budget), variants=tuple(_variant_names(args)), threads=args.threads,
         runs=max(args.runs, 1), output=args.output, quiet=args.quiet,
     )
     figures = bench.run(benchmark, progress=say)
