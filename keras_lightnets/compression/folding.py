@@ -31,6 +31,27 @@ import numpy as np
 FOLDABLE_CONVS = ("Conv2D", "DepthwiseConv2D")
 
 
+def normalizes_channels(batch_norm) -> bool:
+    """Whether a BatchNormalization normalizes the last (channels) axis and only that one."""
+    axis = batch_norm.axis
+    if not isinstance(axis, int):
+        axis = axis[0] if len(axis) == 1 else None
+    return axis in (-1, len(batch_norm.input_shape) - 1)
+
+
+def batch_norm_affine(batch_norm) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` per channel, float64: the BatchNormalization's inference-time map is
+    ``x * scale + offset`` with ``scale = gamma / sqrt(moving_variance + epsilon)`` and
+    ``offset = beta - moving_mean * scale`` (gamma 1 and beta 0 when the layer has none)."""
+    scale = 1.0 / np.sqrt(np.asarray(batch_norm.moving_variance, dtype="float64") + batch_norm.epsilon)
+    if batch_norm.gamma is not None:
+        scale = scale * np.asarray(batch_norm.gamma, dtype="float64")
+    offset = -np.asarray(batch_norm.moving_mean, dtype="float64") * scale
+    if batch_norm.beta is not None:
+        offset = offset + np.asarray(batch_norm.beta, dtype="float64")
+    return scale, offset
+
+
 def foldable_pairs(model, config: dict[str, Any] | None = None) -> dict[str, str]:
     """``{batch norm name: conv name}`` for each BatchNormalization ``fold_batch_norms`` folds.
 
@@ -50,9 +71,7 @@ def foldable_pairs(model, config: dict[str, Any] | None = None) -> dict[str, str
         nodes = entry.get("inbound_nodes") or []
         if entry["class_name"] != "BatchNormalization" or len(nodes) != 1 or len(nodes[0]) != 1:
             continue
-        layer = model.get_layer(name)
-        axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-        if axis not in (-1, len(layer.input_shape) - 1):
+        if not normalizes_channels(model.get_layer(name)):
             continue
         conv = by_name.get(nodes[0][0][0])
         if (conv is None or conv["class_name"] not in FOLDABLE_CONVS or len(conv.get("inbound_nodes") or []) != 1
@@ -64,18 +83,12 @@ def foldable_pairs(model, config: dict[str, Any] | None = None) -> dict[str, str
 
 def folded_weights(conv, batch_norm) -> tuple[np.ndarray, np.ndarray]:
     """``(kernel, bias)`` of ``conv`` followed by ``batch_norm`` at inference, float32."""
-    kernel = np.asarray(conv.depthwise_kernel if type(conv).__name__ == "DepthwiseConv2D" else conv.kernel,
-                        dtype="float64")
-    channels = kernel.shape[-2] * kernel.shape[-1] if type(conv).__name__ == "DepthwiseConv2D" else kernel.shape[-1]
-    scale = 1.0 / np.sqrt(np.asarray(batch_norm.moving_variance, dtype="float64") + batch_norm.epsilon)
-    if batch_norm.gamma is not None:
-        scale = scale * np.asarray(batch_norm.gamma, dtype="float64")
-    bias = np.asarray(conv.bias, dtype="float64") if conv.use_bias else np.zeros(channels)
-    bias = (bias - np.asarray(batch_norm.moving_mean, dtype="float64")) * scale
-    if batch_norm.beta is not None:
-        bias = bias + np.asarray(batch_norm.beta, dtype="float64")
-    kernel = kernel * scale.reshape(kernel.shape[-2:] if type(conv).__name__ == "DepthwiseConv2D" else (-1,))
-    return kernel.astype("float32"), bias.astype("float32")
+    depthwise = type(conv).__name__ == "DepthwiseConv2D"
+    kernel = np.asarray(conv.depthwise_kernel if depthwise else conv.kernel, dtype="float64")
+    scale, offset = batch_norm_affine(batch_norm)
+    bias = np.asarray(conv.bias, dtype="float64") if conv.use_bias else 0.0
+    kernel = kernel * scale.reshape(kernel.shape[-2:] if depthwise else (-1,))
+    return kernel.astype("float32"), (bias * scale + offset).astype("float32")
 
 
 def fold_batch_norms(model, custom_objects: dict[str, Any] | None = None):
@@ -86,7 +99,6 @@ def fold_batch_norms(model, custom_objects: dict[str, Any] | None = None):
     if not pairs:
         return model
     import tf_keras
-
 
     def rewire(entry: list) -> list:
         return [pairs.get(entry[0], entry[0]), *entry[1:]]

@@ -16,8 +16,10 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 from keras_lightnets.compression.detectors import check_training_model, keep_detector, qat_layer_prefix
+from keras_lightnets.compression.folding import batch_norm_affine, fold_batch_norms, normalizes_channels
 from keras_lightnets.compression.prune import is_pruned, overall_sparsity, sparsity_report, strip
 from keras_lightnets.compression.translate import to_tf_keras
+from keras_lightnets.validation import check_bool
 
 # Layers TFMOT's layout transforms replace or fold before its registry is asked.
 _HANDLED_BY_TRANSFORMS = ("SeparableConv2D", "BatchNormalization")
@@ -88,19 +90,12 @@ def frozen_batch_norm(layer):
     TFMOT cannot fold it, and as a ``Rescale`` it quantizes to int8 MUL + ADD with
     a range for the value between them. Its statistics stay fixed during QAT.
     """
-    import numpy as np
-
     from keras_lightnets.layers import get_layer_class
 
-    axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
-    if axis not in (-1, len(layer.input_shape) - 1):
+    if not normalizes_channels(layer):
         raise QuantizationError(f"layer {layer.name!r} (BatchNormalization) normalizes axis {layer.axis}, "
                                 "not the channels; it cannot be quantized")
-    mean = np.asarray(layer.moving_mean, dtype="float64")
-    scale = 1.0 / np.sqrt(np.asarray(layer.moving_variance, dtype="float64") + layer.epsilon)
-    if layer.gamma is not None:
-        scale = scale * np.asarray(layer.gamma, dtype="float64")
-    offset = -mean * scale + (np.asarray(layer.beta, dtype="float64") if layer.beta is not None else 0.0)
+    scale, offset = batch_norm_affine(layer)
     return get_layer_class("Rescale", "tf_keras")(scale.tolist(), offset.tolist(), name=layer.name)
 
 
@@ -130,8 +125,7 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None, per_channel:
     check_training_model(model, "quantize_aware")
     if preserve_sparsity not in (None, True, False):
         raise ValueError(f"`preserve_sparsity` must be None, True or False; received {preserve_sparsity!r}")
-    if per_channel not in (True, False):
-        raise ValueError(f"`per_channel` must be True or False; received {per_channel!r}")
+    check_bool("per_channel", per_channel)
     source = to_tf_keras(model)
     if is_pruned(source):
         source = strip(source)
@@ -141,7 +135,6 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None, per_channel:
     from keras_lightnets import _backend
 
     if not per_channel:
-        from keras_lightnets.compression.folding import fold_batch_norms
         from keras_lightnets.layers import custom_objects
 
         source = fold_batch_norms(source, custom_objects("tf_keras"))
@@ -151,7 +144,7 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None, per_channel:
     from keras_lightnets.compression import scheme as schemes
 
     scheme_class = schemes.PrunePreserveQuantizeScheme if preserve_sparsity else schemes.QuantizeScheme
-    scheme = scheme_class(per_channel=bool(per_channel))
+    scheme = scheme_class(per_channel=per_channel)
     with quantize_scope():
         try:
             quantized = tfmot.quantization.keras.quantize_apply(
@@ -159,4 +152,3 @@ def quantize_aware(model, *, preserve_sparsity: bool | None = None, per_channel:
         except (RuntimeError, ValueError, TypeError) as err:
             raise QuantizationError(f"TFMOT could not quantize model {model.name!r}: {err}") from err
     return keep_detector(model, quantized)
-
