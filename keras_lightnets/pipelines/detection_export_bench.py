@@ -47,12 +47,12 @@ from keras_lightnets.pipelines.detection_bench import (
     DetectorRecipe,
     scenes,
 )
+from keras_lightnets.pipelines.variants import VARIANTS as SPECS
 from keras_lightnets.validation import check_positive_int
 
+# How each is made (quantization, QAT, per channel): the classifier variants' specs of the same names.
 VARIANTS = ("float", "int8_ptq", "int8_ptq_per_tensor", "int8_qat", "int8_qat_per_tensor")
 INT8_VARIANTS = VARIANTS[1:]
-QAT_VARIANTS = ("int8_qat", "int8_qat_per_tensor")
-PER_TENSOR_VARIANTS = ("int8_ptq_per_tensor", "int8_qat_per_tensor")
 REPORT_FILES = {"markdown": "detection_export.md", "json": "detection_export.json", "plot": "detection_export.png"}
 # largest mAP@.5 loss (points) vs float Keras
 TARGETS = {"int8_qat": 1.0, "int8_qat_per_tensor": 1.0, "int8_ptq": 2.0, "int8_ptq_per_tensor": 2.0}
@@ -185,10 +185,10 @@ def measure_variant(name: str, model, path: str, calibration: np.ndarray, test_i
     from keras_lightnets.export import benchmark_tflite, to_tflite, verify_tflite
 
     started = time.monotonic()
-    quantization = "none" if name == "float" else "int8"
-    post_training = name.startswith("int8_ptq")
-    export = to_tflite(model, path, quantization, calibration if post_training else None, postprocess="regular",
-                       strip_names=True, per_channel=name not in PER_TENSOR_VARIANTS)
+    spec = SPECS[name]
+    post_training = spec.quantization == "int8" and not spec.qat
+    export = to_tflite(model, path, spec.quantization, calibration if post_training else None, postprocess="regular",
+                       strip_names=True, per_channel=spec.per_channel)
     verified = verify_tflite(path, model, test_images, ground_truth=truth)
     timing = benchmark_tflite(path, threads=benchmark.threads, runs=benchmark.runs)
     return VariantFigures(
@@ -218,10 +218,10 @@ def run(benchmark: DetectionExportBenchmark, progress: Callable[[str], None] = _
                             epochs=trained.epochs, train_seconds=trained.seconds)
     for name in benchmark.variants:
         model = detector
-        if name in QAT_VARIANTS:
+        if SPECS[name].qat:
             progress(f"{name}: quantization-aware fine-tune, {benchmark.qat_epochs} epoch(s)")
             model = _qat_detector(benchmark, detector, data, os.path.join(folder, name.replace("int8_", "")),
-                                  per_channel=name not in PER_TENSOR_VARIANTS)
+                                  per_channel=SPECS[name].per_channel)
         result = measure_variant(name, model, os.path.join(folder, f"{name}.tflite"), calibration, test_images,
                                  data[HELD_OUT_SPLIT], benchmark)
         figures.variants[name] = result
